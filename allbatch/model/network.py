@@ -1,0 +1,120 @@
+"""DenseNet (torchvision layout, written here: no downloaded weights) and the two-channel classifier."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from allbatch.model.config import ModelConfig
+
+
+class DenseLayer(nn.Module):
+    """BN-ReLU-1x1 conv (bottleneck) then BN-ReLU-3x3 conv producing ``growth_rate`` new maps."""
+
+    def __init__(self, in_features: int, growth_rate: int, bn_size: int) -> None:
+        super().__init__()
+        self.norm1 = nn.BatchNorm2d(in_features)
+        self.relu1 = nn.ReLU(inplace=True)
+        self.conv1 = nn.Conv2d(in_features, bn_size * growth_rate, kernel_size=1, bias=False)
+        self.norm2 = nn.BatchNorm2d(bn_size * growth_rate)
+        self.relu2 = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(bn_size * growth_rate, growth_rate, kernel_size=3, padding=1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2(self.relu2(self.norm2(self.conv1(self.relu1(self.norm1(x))))))
+
+
+class DenseBlock(nn.ModuleDict):
+    """``num_layers`` dense layers, each fed the concatenation of all previous maps."""
+
+    def __init__(self, num_layers: int, in_features: int, growth_rate: int, bn_size: int) -> None:
+        super().__init__()
+        for i in range(num_layers):
+            self.add_module(f"denselayer{i + 1}", DenseLayer(in_features + i * growth_rate, growth_rate, bn_size))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = [x]
+        for layer in self.values():
+            features.append(layer(torch.cat(features, 1)))
+        return torch.cat(features, 1)
+
+
+class Transition(nn.Sequential):
+    """BN-ReLU-1x1 conv halving the maps, then 2x2 average pooling."""
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm2d(in_features)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv = nn.Conv2d(in_features, out_features, kernel_size=1, bias=False)
+        self.pool = nn.AvgPool2d(kernel_size=2, stride=2)
+
+
+class DenseNetBackbone(nn.Module):
+    """DenseNet feature extractor: (B, 3, H, W) float -> (B, num_features) pooled features."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        n = config.num_init_features
+        self.features = nn.Sequential()
+        self.features.add_module("conv0", nn.Conv2d(3, n, kernel_size=7, stride=2, padding=3, bias=False))
+        self.features.add_module("norm0", nn.BatchNorm2d(n))
+        self.features.add_module("relu0", nn.ReLU(inplace=True))
+        self.features.add_module("pool0", nn.MaxPool2d(kernel_size=3, stride=2, padding=1))
+        for i, num_layers in enumerate(config.block_config):
+            self.features.add_module(f"denseblock{i + 1}", DenseBlock(num_layers, n, config.growth_rate, config.bn_size))
+            n += num_layers * config.growth_rate
+            if i != len(config.block_config) - 1:
+                self.features.add_module(f"transition{i + 1}", Transition(n, n // 2))
+                n //= 2
+        self.features.add_module("norm5", nn.BatchNorm2d(n))
+        self.num_features = n
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight)
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.constant_(module.weight, 1.0)
+                nn.init.constant_(module.bias, 0.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        maps = F.relu(self.features(x))
+        return torch.flatten(F.adaptive_avg_pool2d(maps, 1), 1)
+
+
+class TwoChannelNet(nn.Module):
+    """The paper's two-channel network with one backbone shared by both channels.
+
+    Input (N, 2, 3, H, W) float32: channel 0 the original image, channel 1 the segmented one, both
+    normalised as the manifest says. ``forward`` returns (N, num_classes) logits.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.backbone = DenseNetBackbone(config)
+        self.head = nn.Sequential(nn.Dropout(config.head_dropout), nn.Linear(2 * self.backbone.num_features, config.num_classes))
+        nn.init.zeros_(self.head[1].bias)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 2, 3, H, W) -> (N, 2 * F): both channels through the shared backbone, then concatenated."""
+        n = x.shape[0]
+        pooled = self.backbone(x.flatten(0, 1))  # (2N, F), rows alternate original / segmented
+        return pooled.reshape(n, 2 * self.backbone.num_features)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+class ProbabilityNet(nn.Module):
+    """What is exported: the network followed by a softmax, (N, 2, 3, H, W) -> (N, num_classes) probs."""
+
+    def __init__(self, net: TwoChannelNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.net(x), dim=1)

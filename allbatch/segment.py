@@ -1,0 +1,115 @@
+"""The authors' HSV colour-threshold segmentation, bit-exact with their OpenCV pipeline, in NumPy.
+
+Their code (see the dataset's PROVENANCE.md) read the image with ``cv2.imread`` (BGR order), converted
+it with ``COLOR_RGB2HSV`` (so OpenCV took blue for red), kept pixels with H in 168..182, S >= 50 and
+V >= 50 (``inRange``), zeroed the rest of the HSV array (``bitwise_and``) and wrote that array as a
+JPEG, so a segmented image holds masked (V, S, H) in its R, G, B channels. This module reproduces the
+8-bit OpenCV arithmetic exactly (integer tables with a 12-bit shift), so masks are identical, not close.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+_HSV_SHIFT = 12
+_ROUND = 1 << (_HSV_SHIFT - 1)
+_DIVISORS = np.arange(256, dtype=np.float64)
+with np.errstate(divide="ignore"):
+    # OpenCV's sdiv_table / hdiv_table180: saturate_cast<int>(x) rounds to nearest; entry 0 is 0.
+    _SDIV = np.where(_DIVISORS > 0, np.rint((255 << _HSV_SHIFT) / _DIVISORS), 0).astype(np.int32)
+    _HDIV = np.where(_DIVISORS > 0, np.rint((180 << _HSV_SHIFT) / (6.0 * _DIVISORS)), 0).astype(np.int32)
+
+
+@dataclass(frozen=True)
+class SegmentationParams:
+    """Thresholds of the authors' ``cv2.inRange`` call (8-bit OpenCV HSV: H 0..179, S and V 0..255).
+
+    ``channel_order="bgr_as_rgb"`` reproduces their reading of BGR data with the RGB2HSV constant.
+    """
+
+    h_min: int = 168
+    h_max: int = 182  # inert above 179, kept because it is the authors' value
+    s_min: int = 50
+    s_max: int = 255
+    v_min: int = 50
+    v_max: int = 255
+    channel_order: str = "bgr_as_rgb"
+    mode: str = "hsv_threshold_ghaderzadeh2022"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SegmentationParams:
+        return cls(**data)
+
+
+def opencv_rgb2hsv(rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+    """``cv2.cvtColor(x, cv2.COLOR_RGB2HSV)`` for 8-bit input, bit-exact.
+
+    Args:
+        rgb: (H, W, 3) uint8, host memory; channel 0 is taken as red, as OpenCV does.
+    Returns:
+        (H, W, 3) uint8 with H in 0..179, S and V in 0..255.
+    """
+    px = rgb.astype(np.int32)
+    r, g, b = px[..., 0], px[..., 1], px[..., 2]
+    v = np.maximum(np.maximum(r, g), b)
+    diff = v - np.minimum(np.minimum(r, g), b)
+    s = (diff * _SDIV[v] + _ROUND) >> _HSV_SHIFT
+    # OpenCV's branch-free hue: the first maximum among (r, g) picks the formula.
+    h = np.where(v == r, g - b, np.where(v == g, b - r + 2 * diff, r - g + 4 * diff))
+    h = (h * _HDIV[diff] + _ROUND) >> _HSV_SHIFT
+    h = np.where(h < 0, h + 180, h)
+    return np.stack([h, s, v], axis=-1).astype(np.uint8)
+
+
+def threshold_mask(hsv: npt.NDArray[np.uint8], params: SegmentationParams) -> npt.NDArray[np.bool_]:
+    """``cv2.inRange(hsv, lower, upper)`` as a boolean (H, W) mask."""
+    h, s, v = hsv[..., 0], hsv[..., 1], hsv[..., 2]
+    return (
+        (h >= params.h_min) & (h <= params.h_max)
+        & (s >= params.s_min) & (s <= params.s_max)
+        & (v >= params.v_min) & (v <= params.v_max)
+    )
+
+
+def segment(
+    rgb: npt.NDArray[np.uint8], params: SegmentationParams
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.bool_]]:
+    """Segment one image at its native resolution.
+
+    Args:
+        rgb: (H, W, 3) uint8 RGB, host memory.
+        params: the thresholds.
+    Returns:
+        segmented: (H, W, 3) uint8 holding the masked (V, S, H) values, i.e. what the authors'
+            JPEG holds when read as RGB.
+        mask: (H, W) bool, True on the segmented (blast-coloured) pixels.
+    """
+    if params.channel_order != "bgr_as_rgb":
+        raise ValueError(f"unknown channel_order {params.channel_order!r}")
+    hsv = opencv_rgb2hsv(rgb[..., ::-1])
+    mask = threshold_mask(hsv, params)
+    segmented = np.where(mask[..., None], hsv[..., ::-1], np.uint8(0))
+    return segmented.astype(np.uint8, copy=False), mask
+
+
+def authors_mask(segmented_rgb: npt.NDArray[np.uint8], threshold: int = 150) -> npt.NDArray[np.bool_]:
+    """The foreground of one of the authors' ``Segmented/`` JPEGs: channel sum above ``threshold``.
+
+    The threshold drops the JPEG ringing halo around their masked regions.
+    """
+    return segmented_rgb.astype(np.int32).sum(axis=-1) > threshold
+
+
+def mask_iou(a: npt.NDArray[np.bool_], b: npt.NDArray[np.bool_]) -> float:
+    """Intersection over union of two (H, W) masks; 1.0 when both are empty."""
+    union = np.logical_or(a, b).sum()
+    if union == 0:
+        return 1.0
+    return float(np.logical_and(a, b).sum() / union)

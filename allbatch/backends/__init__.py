@@ -1,0 +1,1 @@
+"""Inference backends: one protocol (``Backend``), one module per runtime, chosen by ``select``."""

@@ -1,0 +1,1 @@
+"""results.h5: the schema, a crash-safe resumable writer, and export to CSV."""

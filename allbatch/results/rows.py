@@ -1,0 +1,29 @@
+"""The rows one flushed batch adds to results.h5 (host memory, the writer's input)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+
+@dataclass
+class ResultRows:
+    """n rows, in input order. Failed images have NaN probabilities, label -1 and mask_fraction NaN.
+
+    paths: relative to the input root, POSIX separators. sha256: 64 hex chars, "" when unreadable.
+    status: (n,) int8 ``ImageStatus`` values. errors: "" when ok.
+    probs: (n, 4) float32. labels: (n,) int8 argmax or -1. mask_fraction: (n,) float32 in [0, 1].
+    """
+
+    paths: list[str]
+    sha256: list[str]
+    status: npt.NDArray[np.int8]
+    errors: list[str]
+    probs: npt.NDArray[np.float32]
+    labels: npt.NDArray[np.int8]
+    mask_fraction: npt.NDArray[np.float32]
+
+    def __len__(self) -> int:
+        return len(self.paths)

@@ -1,0 +1,1 @@
+"""The typer command-line interface; commands are thin and call the library."""

@@ -1,0 +1,64 @@
+"""``allbatch``: the typer app. Commands live in their own modules; this file wires them and maps errors.
+
+Exit codes: 0 all images ok; 1 user error (one line, no traceback); 3 some images failed (their rows
+hold status and error); 130 interrupted. Bugs keep their traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+from allbatch.errors import AllbatchError
+
+EXIT_OK = 0
+EXIT_USER_ERROR = 1
+EXIT_SOME_FAILED = 3
+EXIT_INTERRUPTED = 130
+
+app = typer.Typer(
+    name="allbatch",
+    help="Batch B-ALL subtype classification of peripheral blood smear images (HSV segmentation + two-channel DenseNet201).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err_console = Console(stderr=True)
+
+
+def configure_logging(verbose: bool = False) -> None:
+    """A RichHandler on the ``allbatch`` logger only (never the root logger)."""
+    logger = logging.getLogger("allbatch")
+    if not logger.handlers:
+        logger.addHandler(RichHandler(console=err_console, show_path=False, show_time=False))
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logger.propagate = False
+
+
+def _register() -> None:
+    """Import command modules here (not at module top) so each stays importable on its own."""
+
+
+def main() -> None:
+    """Entry point: run the app, turning AllbatchError and usage errors into one line and exit 1."""
+    _register()
+    configure_logging()
+    try:
+        code = app(standalone_mode=False)
+    except AllbatchError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(EXIT_USER_ERROR)
+    except click.exceptions.Abort:
+        err_console.print("interrupted")
+        sys.exit(EXIT_INTERRUPTED)
+    except click.ClickException as exc:
+        err_console.print(f"[bold red]error:[/] {exc.format_message()}", highlight=False)
+        sys.exit(EXIT_USER_ERROR)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else EXIT_OK)

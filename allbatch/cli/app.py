@@ -40,8 +40,20 @@ def configure_logging(verbose: bool = False) -> None:
     logger.propagate = False
 
 
+_registered = False
+
+
 def _register() -> None:
-    """Import command modules here (not at module top) so each stays importable on its own."""
+    """Import command modules here (not at module top) so each stays importable on its own. Idempotent."""
+    global _registered
+    if _registered:
+        return
+    _registered = True
+    from allbatch.cli.export_cmd import export_command
+    from allbatch.cli.run_cmd import run_command
+
+    app.command("run")(run_command)
+    app.command("export")(export_command)
 
 
 def main() -> None:
@@ -62,3 +74,7 @@ def main() -> None:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     sys.exit(code if isinstance(code, int) else EXIT_OK)
+
+
+if __name__ == "__main__":
+    main()

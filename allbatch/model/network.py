@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as F  # noqa: N812 - the torch convention
 from torch import nn
 
 from allbatch.model.config import ModelConfig
@@ -94,7 +94,9 @@ class TwoChannelNet(nn.Module):
         self.config = config
         self.backbone = DenseNetBackbone(config)
         self.head = nn.Sequential(nn.Dropout(config.head_dropout), nn.Linear(2 * self.backbone.num_features, config.num_classes))
-        nn.init.zeros_(self.head[1].bias)
+        head_linear = self.head[1]
+        assert isinstance(head_linear, nn.Linear)
+        nn.init.zeros_(head_linear.bias)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 2, 3, H, W) -> (N, 2 * F): both channels through the shared backbone, then concatenated."""

@@ -49,7 +49,7 @@ def geometric(image: npt.NDArray[np.uint8], rng: np.random.Generator, config: Au
     """Random flip, 90-degree rotation and a mild random crop resized back to the input size."""
     h, w = image.shape[:2]
     scale = rng.uniform(config.scale_min, 1.0)
-    ch, cw = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
+    ch, cw = max(1, round(h * scale)), max(1, round(w * scale))
     top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
     out = image[top : top + ch, left : left + cw]
     if (ch, cw) != (h, w):

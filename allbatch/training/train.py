@@ -76,8 +76,13 @@ def evaluate(net: nn.Module, loader: DataLoader, device: torch.device, autocast_
 
 
 def run_epoch(
-    net: nn.Module, loader: DataLoader, optimiser: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
-    loss_fn: nn.Module, device: torch.device, autocast_dtype: torch.dtype,
+    net: nn.Module,
+    loader: DataLoader,
+    optimiser: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    loss_fn: nn.Module,
+    device: torch.device,
+    autocast_dtype: torch.dtype,
 ) -> float:
     net.train()
     total, count = 0.0, 0
@@ -109,7 +114,7 @@ def train(config: TrainConfig) -> Path:
     ckpt_dir = Path(config.checkpoint_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
 
-    net = TwoChannelNet(model_config).to(device).to(memory_format=torch.channels_last)
+    net = TwoChannelNet(model_config).to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     # channels_last on a 5-D input is not defined; the backbone sees (2N, 3, H, W) after flatten.
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     history: list[dict[str, float]] = []
@@ -120,18 +125,30 @@ def train(config: TrainConfig) -> Path:
         train_set = PairDataset(train_images, stage_prep, seg, AugmentConfig(), config.seed)
         val_set = PairDataset(val_images, stage_prep, seg, None, config.seed)
         return (
-            DataLoader(train_set, batch_size=config.batch_size, shuffle=True, num_workers=config.workers, drop_last=True,
-                       persistent_workers=False, generator=torch.Generator().manual_seed(config.seed)),
+            DataLoader(
+                train_set,
+                batch_size=config.batch_size,
+                shuffle=True,
+                num_workers=config.workers,
+                drop_last=True,
+                persistent_workers=False,
+                generator=torch.Generator().manual_seed(config.seed),
+            ),
             DataLoader(val_set, batch_size=64, num_workers=config.workers),
         )
 
     best_path = ckpt_dir / "best.pt"
-    for stage, size, epochs, lr in ((1, config.stage1_size, config.stage1_epochs, config.lr), (2, prep.size, config.stage2_epochs, config.stage2_lr)):
+    for stage, size, epochs, lr in (
+        (1, config.stage1_size, config.stage1_epochs, config.lr),
+        (2, prep.size, config.stage2_epochs, config.stage2_lr),
+    ):
         if epochs <= 0:
             continue
         train_loader, val_loader = loaders(size)
         optimiser = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=config.weight_decay)
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=epochs * len(train_loader), pct_start=0.15 if stage == 1 else 0.05)
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimiser, max_lr=lr, total_steps=epochs * len(train_loader), pct_start=0.15 if stage == 1 else 0.05
+        )
         best = -1.0
         for epoch in range(epochs):
             train_loader.dataset.epoch = epoch  # type: ignore[attr-defined]
@@ -140,8 +157,17 @@ def train(config: TrainConfig) -> Path:
             metrics = evaluate(net, val_loader, device, autocast_dtype)
             row = {"stage": stage, "size": size, "epoch": epoch + 1, "loss": loss, **metrics, "seconds": time.time() - t0}
             history.append(row)
-            log.info("stage %d epoch %d/%d size %d loss %.4f val acc %.4f macro sens %.4f (%.0f s)",
-                     stage, epoch + 1, epochs, size, loss, metrics["accuracy"], metrics["macro_sensitivity"], row["seconds"])
+            log.info(
+                "stage %d epoch %d/%d size %d loss %.4f val acc %.4f macro sens %.4f (%.0f s)",
+                stage,
+                epoch + 1,
+                epochs,
+                size,
+                loss,
+                metrics["accuracy"],
+                metrics["macro_sensitivity"],
+                row["seconds"],
+            )
             (ckpt_dir / "history.json").write_text(json.dumps(history, indent=1))
             torch.save(net.state_dict(), ckpt_dir / f"stage{stage}_last.pt")
             if metrics["accuracy"] >= best:
@@ -155,7 +181,8 @@ def train(config: TrainConfig) -> Path:
             net.load_state_dict(torch.load(best_path))  # stage 2 starts from the best stage-1 weights
 
     net.load_state_dict(torch.load(best_path))
-    net = net.to("cpu").to(memory_format=torch.contiguous_format).float().eval()
+    net = net.to("cpu").float().eval()
+    net = net.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     out = Path(config.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     export_onnx(net, out, prep.size)
@@ -177,12 +204,18 @@ def train(config: TrainConfig) -> Path:
             "data_manifest_sha256": data_manifest_sha256(images, root),
             "n_train": len(train_images),
             "n_val": len(val_images),
-            "split_rule": f"blocks of {config.block_size} consecutive image numbers per class, val fraction {config.val_fraction}, seed {config.seed}",
+            "split_rule": (
+                f"blocks of {config.block_size} consecutive image numbers per class, "
+                f"val fraction {config.val_fraction}, seed {config.seed}"
+            ),
             "val_files": [str(image.path.relative_to(root)) for image in val_images],
             "history": history,
             "minutes": (time.time() - started) / 60,
         },
-        validation={"selected_epoch": best_row, "note": "torch bf16 autocast on the validation part; see scripts/validate_model.py for ONNX figures"},
+        validation={
+            "selected_epoch": best_row,
+            "note": "torch bf16 autocast on the validation part; see scripts/validate_model.py for ONNX figures",
+        },
     )
     out.with_suffix(".json").write_text(manifest.to_json() + "\n")
     log.info("exported %s (%.1f MB)", out, out.stat().st_size / 1e6)

@@ -1,0 +1,293 @@
+"""The main job: discover -> read -> decode/segment/assemble -> infer -> write, streamed and overlapped.
+
+Threads: a producer reads files and prepares batches (Pillow/NumPy on the CPU, DALI on the GPU) into a
+bounded queue; the calling thread runs the backend; a background writer appends rows to results.h5.
+Memory is bounded by the queue depths (a few batches), whatever the number of images.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from allbatch import CLASS_NAMES, __version__
+from allbatch.backends.base import Backend
+from allbatch.discover import DiscoveredFile, SymlinkPolicy, discover
+from allbatch.errors import UserInputError
+from allbatch.manifest import ModelArtifact, load_model_artifact
+from allbatch.read import read_encoded
+from allbatch.records import EncodedImage, PreparedBatch, Preparer
+from allbatch.results.rows import ResultRows
+from allbatch.status import FAILED_STATUSES, ImageStatus
+
+log = logging.getLogger("allbatch.pipeline")
+
+WriteMode = Literal["new", "resume", "overwrite"]
+QUEUE_DEPTH = 3
+"""Prepared batches waiting for the backend: enough to hide decode jitter, small enough to bound memory."""
+
+
+@dataclass
+class RunConfig:
+    """Everything ``allbatch run`` needs; built by the CLI, usable from Python."""
+
+    source: Path
+    output: Path
+    model: Path | None = None
+    backend: str = "auto"
+    decoder: str = "auto"
+    batch_size: int = 64
+    mode: WriteMode = "new"
+    symlinks: SymlinkPolicy = "follow"
+    decode_threads: int = 2
+    argv: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunSummary:
+    """What a run did; ``failed_examples`` lists at most 20 (path, status, error)."""
+
+    output: str
+    discovered: int
+    processed: int
+    skipped: int
+    ok: int
+    failed: int
+    seconds: float
+    backend: str
+    decoder: str
+    device: str
+    failed_examples: list[tuple[str, str, str]] = field(default_factory=list)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.processed / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "images_per_second": round(self.images_per_second, 2)}
+
+
+@dataclass
+class _Work:
+    """One prepared batch plus the older rows that its files replace (changed since the last run)."""
+
+    batch: PreparedBatch
+    superseded_rows: list[int]
+
+
+ProgressCallback = Callable[[int, int], None]
+"""Called with (images handled so far, images to handle) after each batch."""
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version(), "allbatch": __version__}
+    for dist in ("numpy", "h5py", "pillow", "onnx", "onnxruntime", "torch", "cupy-cuda13x", "nvidia-dali-cuda130", "tensorrt"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def make_preparer(decoder: str, artifact: ModelArtifact, config: RunConfig) -> Preparer:
+    """The decode/segment/assemble stage for a resolved decoder name ("cpu", "dali", "dali-cpu")."""
+    manifest = artifact.manifest
+    if decoder == "cpu":
+        from allbatch.cpu_prepare import PillowPreparer
+
+        return PillowPreparer(manifest.prep, manifest.seg, threads=config.decode_threads)
+    from allbatch.gpu.dali_preparer import DaliPreparer
+
+    device = "gpu" if decoder == "dali" else "cpu"
+    return DaliPreparer(
+        manifest.prep, manifest.seg, device=device, max_batch=config.batch_size, num_threads=config.decode_threads
+    )
+
+
+def _rows_for(batch: PreparedBatch, probs: np.ndarray) -> ResultRows:
+    n = len(batch.images)
+    all_probs = np.full((n, len(CLASS_NAMES)), np.nan, dtype=np.float32)
+    labels = np.full(n, -1, dtype=np.int8)
+    ok = batch.ok_positions
+    if ok:
+        all_probs[ok] = probs
+        labels[ok] = probs.argmax(axis=1).astype(np.int8)
+    return ResultRows(
+        paths=[image.relpath for image in batch.images],
+        sha256=[image.sha256 for image in batch.images],
+        status=np.array([int(image.status) for image in batch.images], dtype=np.int8),
+        errors=[image.error for image in batch.images],
+        probs=all_probs,
+        labels=labels,
+        mask_fraction=batch.mask_fraction.astype(np.float32),
+    )
+
+
+class _Producer(threading.Thread):
+    """Reads files in order, skips those already committed, prepares batches into a bounded queue."""
+
+    def __init__(self, files: list[DiscoveredFile], committed: dict[str, Any], preparer: Preparer, batch_size: int) -> None:
+        super().__init__(name="allbatch-producer", daemon=True)
+        self.files = files
+        self.committed = committed
+        self.preparer = preparer
+        self.batch_size = batch_size
+        self.out: queue.Queue[_Work | BaseException | None] = queue.Queue(maxsize=QUEUE_DEPTH)
+        self.stop = threading.Event()
+        self.skipped = 0
+
+    def _batches(self) -> Iterator[tuple[list[EncodedImage], list[int]]]:
+        from allbatch.results.resume import plan
+
+        pending: list[EncodedImage] = []
+        superseded: list[int] = []
+        for index, item in enumerate(self.files):
+            if self.stop.is_set():
+                return
+            image = read_encoded(index, item)
+            action = plan(self.committed, image.relpath, image.sha256)
+            if action == "skip":
+                self.skipped += 1
+                continue
+            if action == "redo":
+                superseded.append(self.committed[image.relpath].row)
+            pending.append(image)
+            if len(pending) == self.batch_size:
+                yield pending, superseded
+                pending, superseded = [], []
+        if pending:
+            yield pending, superseded
+
+    def _put(self, item: _Work | BaseException | None) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.out.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run(self) -> None:
+        try:
+            for images, superseded in self._batches():
+                if not self._put(_Work(self.preparer.prepare(images), superseded)):
+                    return
+            self._put(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer thread, which re-raises it
+            self._put(exc)
+
+
+def run(config: RunConfig, progress: ProgressCallback | None = None) -> RunSummary:
+    """Run the whole job. Raises AllbatchError for user-facing problems before anything is written."""
+    from allbatch.backends.select import create_backend, resolve_decoder
+    from allbatch.results.writer import BackgroundWriter, ResultsWriter
+
+    if config.batch_size < 1:
+        raise UserInputError(f"--batch-size must be at least 1, got {config.batch_size}")
+    artifact = load_model_artifact(config.model)
+    files = discover(config.source, config.symlinks)
+    decoder = resolve_decoder(config.decoder)
+    manifest = artifact.manifest
+    compat = {
+        "model_sha256": artifact.sha256,
+        "preprocessing": json.dumps(manifest.preprocessing, sort_keys=True),
+        "segmentation": json.dumps(manifest.segmentation, sort_keys=True),
+    }
+    started = time.perf_counter()
+    with create_backend(config.backend, artifact, max_batch=config.batch_size) as backend:
+        provenance = _provenance(config, artifact, backend, decoder)
+        log.info(
+            "%d images found under %s; backend %s on %s, decoder %s",
+            len(files),
+            config.source,
+            backend.name,
+            backend.device,
+            decoder,
+        )
+        with ResultsWriter.open(
+            config.output, mode=config.mode, provenance=provenance, compat=compat, expected_rows=len(files)
+        ) as writer:
+            committed = writer.committed()
+            preparer = make_preparer(decoder, artifact, config)
+            background = BackgroundWriter(writer)
+            producer = _Producer(files, committed, preparer, config.batch_size)
+            summary = RunSummary(str(config.output), len(files), 0, 0, 0, 0, 0.0, backend.name, decoder, backend.device)
+            superseded: list[int] = []
+            try:
+                producer.start()
+                _consume(producer, backend, background, summary, superseded, progress, len(files))
+            finally:
+                producer.stop.set()
+                producer.join()
+                preparer.close()
+                background.close()
+            if superseded:
+                writer.supersede(superseded)
+    summary.skipped = producer.skipped
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _consume(
+    producer: _Producer,
+    backend: Backend,
+    background: Any,
+    summary: RunSummary,
+    superseded: list[int],
+    progress: ProgressCallback | None,
+    total: int,
+) -> None:
+    while True:
+        work = producer.out.get()
+        if work is None:
+            return
+        if isinstance(work, BaseException):
+            raise work
+        batch = work.batch
+        n_ok = len(batch.ok_positions)
+        probs = backend.infer(batch.inputs) if n_ok else np.zeros((0, len(CLASS_NAMES)), dtype=np.float32)
+        background.submit(_rows_for(batch, probs))
+        superseded.extend(work.superseded_rows)
+        summary.processed += len(batch.images)
+        summary.ok += n_ok
+        for image in batch.images:
+            if image.status in FAILED_STATUSES:
+                summary.failed += 1
+                if len(summary.failed_examples) < 20:
+                    summary.failed_examples.append((image.relpath, ImageStatus(image.status).name.lower(), image.error))
+        if progress is not None:
+            progress(summary.processed + producer.skipped, total)
+
+
+def _provenance(config: RunConfig, artifact: ModelArtifact, backend: Backend, decoder: str) -> dict[str, Any]:
+    manifest = artifact.manifest
+    return {
+        "argv": config.argv,
+        "input_root": str(Path(config.source).resolve()),
+        "run_started_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "backend": backend.name,
+        "backend_details": backend.describe(),
+        "device": backend.device,
+        "decoder": decoder,
+        "batch_size": config.batch_size,
+        "symlinks": config.symlinks,
+        "model_path": str(artifact.onnx_path),
+        "model_sha256": artifact.sha256,
+        "model_manifest": manifest.to_json(),
+        "preprocessing": manifest.preprocessing,
+        "segmentation": manifest.segmentation,
+        "library_versions": library_versions(),
+    }

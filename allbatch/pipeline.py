@@ -191,13 +191,14 @@ class _Producer(threading.Thread):
 
 def run(config: RunConfig, progress: ProgressCallback | None = None) -> RunSummary:
     """Run the whole job. Raises AllbatchError for user-facing problems before anything is written."""
+    if config.batch_size < 1:
+        raise UserInputError(f"--batch-size must be at least 1, got {config.batch_size}")
+    files = discover(config.source, config.symlinks)
+    artifact = load_model_artifact(config.model)
+
     from allbatch.backends.select import create_backend, resolve_decoder
     from allbatch.results.writer import BackgroundWriter, ResultsWriter
 
-    if config.batch_size < 1:
-        raise UserInputError(f"--batch-size must be at least 1, got {config.batch_size}")
-    artifact = load_model_artifact(config.model)
-    files = discover(config.source, config.symlinks)
     decoder = resolve_decoder(config.decoder)
     manifest = artifact.manifest
     compat = {

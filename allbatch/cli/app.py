@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import sys
 
-import click
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
@@ -29,6 +28,15 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 err_console = Console(stderr=True)
+
+
+def _click_exception_type() -> type[Exception]:
+    """Usage errors' base class: typer >= 0.2x vendors click as ``typer._click``, older typer uses click."""
+    try:
+        from typer._click.exceptions import ClickException
+    except ImportError:
+        from click.exceptions import ClickException  # type: ignore[no-redef,import-not-found,unused-ignore]
+    return ClickException
 
 
 def configure_logging(verbose: bool = False) -> None:
@@ -60,19 +68,20 @@ def main() -> None:
     """Entry point: run the app, turning AllbatchError and usage errors into one line and exit 1."""
     _register()
     configure_logging()
+    usage_error = _click_exception_type()
     try:
         code = app(standalone_mode=False)
     except AllbatchError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
         sys.exit(EXIT_USER_ERROR)
-    except click.exceptions.Abort:
-        err_console.print("interrupted")
+    except (typer.Abort, KeyboardInterrupt):
+        err_console.print("interrupted: committed rows are kept; re-run with --resume to continue")
         sys.exit(EXIT_INTERRUPTED)
-    except click.ClickException as exc:
-        err_console.print(f"[bold red]error:[/] {exc.format_message()}", highlight=False)
-        sys.exit(EXIT_USER_ERROR)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
+    except usage_error as exc:
+        err_console.print(f"[bold red]error:[/] {exc.format_message()}", highlight=False)  # type: ignore[attr-defined]
+        sys.exit(EXIT_USER_ERROR)
     sys.exit(code if isinstance(code, int) else EXIT_OK)
 
 

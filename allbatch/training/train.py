@@ -182,7 +182,7 @@ def train(config: TrainConfig) -> Path:
 
     net.load_state_dict(torch.load(best_path))
     net = net.to("cpu").float().eval()
-    net = net.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    net = net.to(memory_format=torch.contiguous_format)
     out = Path(config.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     export_onnx(net, out, prep.size)

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The project's test command (README "Tests"; .ci/run calls exactly this): sets up a virtual
+# environment and runs every check that a machine without a GPU can run: ruff, mypy (TensorRT code
+# against patched tensorrt-stubs), pytest (GPU-marked tests skip with their reason).
+#   VENV=path   virtual environment to create/reuse (default .venv)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+pip() { "$VENV/bin/python" -m pip "$@"; }
+pip install -q --upgrade pip 2>&1 | grep -v "Location" || true
+# torch: pinned, so pip takes the CPU build that lies on this machine's disk; an unpinned torch pulls
+# several GB of CUDA packages. On a GPU machine with torch preinstalled this is already satisfied.
+"$VENV/bin/python" -c "import torch" 2>/dev/null || pip install -q torch==2.13.0 2>&1 | grep -v "Location" || true
+pip install -q -e ".[train,dev]" nvidia-dali-cuda130 2>&1 | grep -v "Location" || true
+VENV="$VENV" bash scripts/install_tensorrt_stubs.sh
+echo "== ruff"
+"$VENV/bin/ruff" check allbatch tests scripts benchmarks
+"$VENV/bin/ruff" format --check allbatch tests scripts benchmarks
+echo "== mypy"
+"$VENV/bin/mypy" allbatch
+echo "== pytest"
+OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"

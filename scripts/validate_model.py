@@ -1,0 +1,130 @@
+"""Validation figures of a trained model (issue "Train the reference model"), written into its manifest.
+
+On the block-split validation part named in the manifest (training.val_files), with ONNX Runtime:
+- accuracy, macro sensitivity, per-class sensitivity, confusion matrix (the committed fp16-weight ONNX);
+- the same with the bottom 48 rows blanked at inference (the scale-bar label shortcut check);
+- the same under mild colour jitter (fixed seed);
+- FP16-vs-FP32 agreement: the committed ONNX (fp16 weights) against an fp32-weight export of the same
+  checkpoint (argmax agreement, max abs probability difference).
+
+Usage: python scripts/validate_model.py [--model engines/allbatch-densenet201.onnx] [--checkpoint runs/train/best.pt]
+       [--data ../shared/data/all-kaggle/Original] [--write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from allbatch.backends.ort_backend import OnnxRuntimeBackend
+
+from allbatch import CLASS_NAMES
+from allbatch.decode import decode_rgb
+from allbatch.manifest import ModelArtifact, ModelManifest, load_model_artifact, manifest_path_for, sha256_of_file
+from allbatch.preprocess import normalise_pair, resize_rgb
+from allbatch.segment import segment
+from allbatch.training.augment import AugmentConfig, blank_bottom, colour_jitter
+
+VARIANTS = ("plain", "bottom48_blanked", "colour_jitter")
+
+
+def inputs_for(paths: list[Path], artifact: ModelArtifact, variant: str) -> np.ndarray:
+    """(n, 2, 3, S, S) float32 model inputs, with the variant's change applied before segmentation."""
+    prep, seg = artifact.manifest.prep, artifact.manifest.seg
+    pairs = []
+    for i, path in enumerate(paths):
+        rgb = decode_rgb(path.read_bytes())
+        if variant == "bottom48_blanked":
+            rgb = blank_bottom(rgb, 48)
+        elif variant == "colour_jitter":
+            rgb = colour_jitter(rgb, np.random.default_rng((7, i)), AugmentConfig())
+        segmented, _ = segment(rgb, seg)
+        pairs.append(normalise_pair(resize_rgb(rgb, prep.size), resize_rgb(segmented, prep.size), prep))
+    return np.stack(pairs)
+
+
+def predict(artifact: ModelArtifact, inputs: np.ndarray, batch: int = 32) -> np.ndarray:
+    with OnnxRuntimeBackend(artifact) as backend:
+        return np.concatenate([backend.infer(inputs[i : i + batch]) for i in range(0, len(inputs), batch)])
+
+
+def metrics(truth: np.ndarray, probs: np.ndarray) -> dict[str, object]:
+    k = len(CLASS_NAMES)
+    confusion = np.zeros((k, k), dtype=int)
+    np.add.at(confusion, (truth, probs.argmax(1)), 1)
+    recall = confusion.diagonal() / confusion.sum(1)
+    return {
+        "n": len(truth),
+        "accuracy": round(float(confusion.trace() / confusion.sum()), 5),
+        "macro_sensitivity": round(float(recall.mean()), 5),
+        "sensitivity": {name: round(float(r), 5) for name, r in zip(CLASS_NAMES, recall, strict=True)},
+        "confusion": confusion.tolist(),
+    }
+
+
+def fp32_artifact(checkpoint: Path, manifest: ModelManifest, folder: Path) -> ModelArtifact:
+    """The same checkpoint exported with float32 weights (the reference for the fp16 agreement)."""
+    import onnx
+    import torch
+
+    from allbatch.model.config import ModelConfig
+    from allbatch.model.network import TwoChannelNet
+    from allbatch.model.onnx_io import export_fp32_onnx, strip_debug_metadata
+
+    net = TwoChannelNet(ModelConfig.from_dict(manifest.architecture))
+    net.load_state_dict(torch.load(checkpoint, map_location="cpu"))
+    path = folder / "fp32.onnx"
+    export_fp32_onnx(net.eval(), path, manifest.prep.size)
+    model = onnx.load(str(path))
+    strip_debug_metadata(model)
+    onnx.save(model, str(path))
+    copy = ModelManifest.from_json(manifest.to_json())
+    copy.onnx_sha256 = sha256_of_file(path)
+    manifest_path_for(path).write_text(copy.to_json())
+    return load_model_artifact(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=None)
+    parser.add_argument("--checkpoint", type=Path, default=Path("runs/train/best.pt"))
+    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/all-kaggle/Original")
+    parser.add_argument("--write", action="store_true", help="store the figures in the manifest's validation field")
+    args = parser.parse_args()
+    artifact = load_model_artifact(args.model)
+    manifest = artifact.manifest
+    val_files = [args.data / rel for rel in manifest.training["val_files"]]
+    truth = np.array([CLASS_NAMES.index(Path(rel).parts[0]) for rel in manifest.training["val_files"]])
+    report: dict[str, object] = {"measured_on": "ONNX Runtime CPU", "split_rule": manifest.training.get("split_rule")}
+    started = time.time()
+    plain_inputs = None
+    for variant in VARIANTS:
+        inputs = inputs_for(val_files, artifact, variant)
+        plain_inputs = inputs if variant == "plain" else plain_inputs
+        report[variant] = metrics(truth, predict(artifact, inputs))
+        print(variant, json.dumps({k: v for k, v in report[variant].items() if k != "confusion"}))  # type: ignore[union-attr]
+    assert plain_inputs is not None
+    if args.checkpoint.is_file():
+        with tempfile.TemporaryDirectory() as tmp:
+            reference = fp32_artifact(args.checkpoint, manifest, Path(tmp))
+            fp32 = predict(reference, plain_inputs)
+        fp16 = predict(artifact, plain_inputs)
+        report["fp16_weights_vs_fp32"] = {
+            "argmax_agreement": float((fp16.argmax(1) == fp32.argmax(1)).mean()),
+            "max_abs_prob_diff": float(np.abs(fp16 - fp32).max()),
+            "n": len(fp16),
+        }
+        print("fp16 vs fp32", report["fp16_weights_vs_fp32"])
+    report["seconds"] = round(time.time() - started, 1)
+    if args.write:
+        manifest.validation = {**manifest.validation, "onnx_runtime": report}
+        manifest_path_for(artifact.onnx_path).write_text(manifest.to_json() + "\n")
+        print("written to", manifest_path_for(artifact.onnx_path))
+
+
+if __name__ == "__main__":
+    main()

@@ -57,7 +57,9 @@ class RunConfig:
 
 @dataclass
 class RunSummary:
-    """What a run did; ``failed_examples`` lists at most 20 (path, status, error)."""
+    """What a run did. ``ok``/``failed`` count every discovered file, including those skipped because an
+    earlier run committed them (so a resumed run still reports failures); ``failed_examples`` lists at
+    most 20 (path, status, error)."""
 
     output: str
     discovered: int
@@ -147,6 +149,8 @@ class _Producer(threading.Thread):
         self.out: queue.Queue[_Work | BaseException | None] = queue.Queue(maxsize=QUEUE_DEPTH)
         self.stop = threading.Event()
         self.skipped = 0
+        self.skipped_ok = 0
+        self.skipped_failed: list[tuple[str, str, str]] = []
 
     def _batches(self) -> Iterator[tuple[list[EncodedImage], list[int]]]:
         from allbatch.results.resume import plan
@@ -160,6 +164,11 @@ class _Producer(threading.Thread):
             action = plan(self.committed, image.relpath, image.sha256)
             if action == "skip":
                 self.skipped += 1
+                status = ImageStatus(int(self.committed[image.relpath].status))
+                if status in FAILED_STATUSES:
+                    self.skipped_failed.append((image.relpath, status.name.lower(), "committed by an earlier run"))
+                else:
+                    self.skipped_ok += 1
                 continue
             if action == "redo":
                 superseded.append(self.committed[image.relpath].row)
@@ -237,6 +246,9 @@ def run(config: RunConfig, progress: ProgressCallback | None = None) -> RunSumma
             if superseded:
                 writer.supersede(superseded)
     summary.skipped = producer.skipped
+    summary.ok += producer.skipped_ok
+    summary.failed += len(producer.skipped_failed)
+    summary.failed_examples.extend(producer.skipped_failed[: max(0, 20 - len(summary.failed_examples))])
     summary.seconds = time.perf_counter() - started
     return summary
 

@@ -58,10 +58,12 @@ def _register() -> None:
         return
     _registered = True
     from allbatch.cli.export_cmd import export_command
+    from allbatch.cli.info_cmd import info_command
     from allbatch.cli.run_cmd import run_command
 
     app.command("run")(run_command)
     app.command("export")(export_command)
+    app.command("info")(info_command)
 
 
 def main() -> None:

@@ -1,0 +1,107 @@
+"""ONNX Runtime on the CPU: the portable backend (the GPU paths are torch and TensorRT).
+
+ONNX Runtime computes in float32; the fp16-stored weights are cast once when the session is created
+(the Cast nodes are constant-folded by graph optimisation).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+import numpy as np
+import numpy.typing as npt
+
+from allbatch.backends.validate import InvalidBatchError, validate_batch
+from allbatch.errors import ModelError, UserInputError
+from allbatch.manifest import ModelArtifact
+
+if TYPE_CHECKING:
+    import onnxruntime
+
+log = logging.getLogger("allbatch.backends")
+
+PROVIDER = "CPUExecutionProvider"
+
+
+class OnnxRuntimeBackend:
+    """Runs the model artifact with ONNX Runtime's CPU execution provider.
+
+    Args:
+        artifact: the verified model (ONNX path + manifest).
+        threads: intra-op threads; ``None`` lets ONNX Runtime use every core.
+    """
+
+    name = "onnxruntime"
+
+    def __init__(self, artifact: ModelArtifact, threads: int | None = None) -> None:
+        if threads is not None and threads < 1:
+            raise UserInputError(f"onnxruntime: threads must be at least 1, got {threads}")
+        self.artifact = artifact
+        self.threads = threads
+        self.device = f"cpu ({os.cpu_count() or 1} cores)"
+        self._session: onnxruntime.InferenceSession | None = None
+
+    def __enter__(self) -> Self:
+        import onnxruntime as ort
+        from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument, InvalidGraph, InvalidProtobuf, NoSuchFile
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if self.threads is not None:
+            options.intra_op_num_threads = self.threads
+            options.inter_op_num_threads = 1
+        manifest = self.artifact.manifest
+        try:
+            session = ort.InferenceSession(str(self.artifact.onnx_path), sess_options=options, providers=[PROVIDER])
+        except (Fail, InvalidArgument, InvalidGraph, InvalidProtobuf, NoSuchFile) as exc:  # e.g. an opset newer than this onnxruntime
+            raise ModelError(f"onnxruntime cannot load {self.artifact.onnx_path}: {exc}") from exc
+        inputs = [node.name for node in session.get_inputs()]
+        outputs = [node.name for node in session.get_outputs()]
+        if inputs != [manifest.input_name] or manifest.output_name not in outputs:
+            raise ModelError(
+                f"{self.artifact.onnx_path}: graph inputs {inputs} / outputs {outputs} differ from the manifest "
+                f"({manifest.input_name!r} -> {manifest.output_name!r})"
+            )
+        self._session = session
+        log.debug("onnxruntime %s session on %s, providers %s", ort.__version__, self.device, session.get_providers())
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self._session = None  # the session frees its arena when the last reference goes
+
+    def infer(self, batch: Any) -> npt.NDArray[np.float32]:
+        """(N, 2, 3, S, S) float32 NumPy array on the host -> (N, num_classes) float32 probabilities on the host.
+
+        Raises:
+            InvalidBatchError: not a NumPy array (e.g. a CuPy array on the GPU), wrong shape or dtype.
+        """
+        if self._session is None:
+            raise RuntimeError("OnnxRuntimeBackend.infer called outside its `with` block")
+        if not isinstance(batch, np.ndarray):
+            raise InvalidBatchError(
+                f"onnxruntime runs on the CPU and takes a NumPy array; got {type(batch).__module__}.{type(batch).__name__} "
+                "(use --decoder cpu with --backend onnxruntime)"
+            )
+        manifest = self.artifact.manifest
+        validate_batch(batch.shape, batch.dtype.name, manifest, self.name)
+        if batch.shape[0] == 0:
+            return np.zeros((0, len(manifest.class_names)), dtype=np.float32)
+        (probs,) = self._session.run([manifest.output_name], {manifest.input_name: np.ascontiguousarray(batch)})
+        return np.asarray(probs, dtype=np.float32)
+
+    def describe(self) -> dict[str, Any]:
+        """Provenance: onnxruntime version, execution providers, threads, graph optimisation level."""
+        import onnxruntime as ort
+
+        providers = self._session.get_providers() if self._session is not None else [PROVIDER]
+        return {
+            "backend": self.name,
+            "onnxruntime_version": ort.__version__,
+            "providers": providers,
+            "threads": self.threads if self.threads is not None else f"default ({os.cpu_count() or 1} cores)",
+            "graph_optimization": "ORT_ENABLE_ALL",
+            "compute_precision": "fp32",
+        }

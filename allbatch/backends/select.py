@@ -1,0 +1,198 @@
+"""Which inference backend and which decoder this machine can serve, and building the chosen backend.
+
+``auto`` prefers TensorRT, then torch on CUDA, then ONNX Runtime on the CPU (backends) and DALI on the
+GPU, then Pillow (decoders). An explicit choice that cannot be served raises BackendUnavailableError
+with the reason; nothing falls back silently. Runtimes are imported lazily, only as far as needed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from collections.abc import Callable
+
+from allbatch.backends.base import Backend
+from allbatch.backends.gpu_probe import cuda_gpu_present
+from allbatch.errors import BackendUnavailableError, UserInputError
+from allbatch.manifest import ModelArtifact
+
+log = logging.getLogger("allbatch.backends")
+
+BACKEND_NAMES = ("auto", "onnxruntime", "torch", "tensorrt")
+AUTO_BACKEND_ORDER = ("tensorrt", "torch", "onnxruntime")
+DECODER_NAMES = ("auto", "cpu", "dali", "dali-cpu")
+"""``dali`` decodes on the GPU (``device="mixed"``); ``dali-cpu`` runs the same DALI graph on the CPU."""
+PRECISIONS = ("fp16", "fp32")
+
+Status = tuple[bool, str]
+"""(usable on this machine?, why: a version and device, or what is missing)."""
+
+_TENSORRT_MODULE = "allbatch.backends.tensorrt_backend"
+
+
+# -- backends ------------------------------------------------------------------------------------
+
+
+def onnxruntime_status() -> Status:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return False, "onnxruntime not installed"
+    if "CPUExecutionProvider" not in ort.get_available_providers():
+        return False, f"onnxruntime {ort.__version__} has no CPUExecutionProvider"
+    return True, f"onnxruntime {ort.__version__} on CPU ({os.cpu_count() or 1} cores)"
+
+
+def torch_status() -> Status:
+    from allbatch.backends.torch_backend import torch_cuda_status
+
+    return torch_cuda_status()
+
+
+def tensorrt_status() -> Status:
+    """The TensorRT backend's own verdict (tensorrt importable, CUDA GPU present), confirmed by a GPU probe."""
+    try:
+        tensorrt_backend = importlib.import_module(_TENSORRT_MODULE)
+    except ImportError as exc:
+        if exc.name == _TENSORRT_MODULE:
+            return False, "allbatch's TensorRT backend module is not present"
+        if exc.name is not None and exc.name.startswith("allbatch"):
+            raise  # a bug in allbatch, not a missing runtime
+        return False, f"tensorrt not installed ({exc})"
+    usable, reason = tensorrt_backend.tensorrt_status()
+    if not usable:
+        return False, reason
+    gpu, gpu_reason = cuda_gpu_present()
+    if not gpu:
+        return False, f"{reason}, but {gpu_reason}"
+    return True, reason
+
+
+_BACKEND_STATUS: dict[str, Callable[[], Status]] = {
+    "onnxruntime": onnxruntime_status,
+    "torch": torch_status,
+    "tensorrt": tensorrt_status,
+}
+
+
+def backend_availability() -> dict[str, Status]:
+    """{"onnxruntime" | "torch" | "tensorrt": (usable?, reason)} for every backend (imports each runtime)."""
+    return {name: status() for name, status in _BACKEND_STATUS.items()}
+
+
+def choose_backend(name: str, status: Callable[[str], Status]) -> tuple[str, str]:
+    """Resolve ``name`` to a concrete backend, asking ``status(backend)`` only as far as needed.
+
+    Returns:
+        (backend name, reason it is usable).
+
+    Raises:
+        UserInputError: unknown name.
+        BackendUnavailableError: the named backend, or for "auto" every backend, cannot run here.
+    """
+    if name not in BACKEND_NAMES:
+        raise UserInputError(f"unknown backend {name!r} (choose from {', '.join(BACKEND_NAMES)})")
+    if name != "auto":
+        usable, reason = status(name)
+        if not usable:
+            raise BackendUnavailableError(f"backend {name} is not available: {reason}")
+        return name, reason
+    refused = []
+    for candidate in AUTO_BACKEND_ORDER:
+        usable, reason = status(candidate)
+        if usable:
+            return candidate, reason
+        log.debug("auto backend: %s skipped: %s", candidate, reason)
+        refused.append(f"{candidate}: {reason}")
+    raise BackendUnavailableError("no inference backend can run here (" + "; ".join(refused) + ")")
+
+
+def create_backend(name: str, artifact: ModelArtifact, *, max_batch: int, precision: str = "fp16") -> Backend:
+    """Build (not enter) the backend ``name`` ("auto", "onnxruntime", "torch", "tensorrt") for ``artifact``.
+
+    ``precision`` ("fp16" | "fp32") applies to torch and TensorRT; ONNX Runtime always computes in fp32.
+    ``max_batch`` is the largest batch ``infer`` will be given at once (TensorRT profiles, torch chunks).
+
+    Raises:
+        UserInputError: unknown name or precision, max_batch < 1.
+        BackendUnavailableError: the requested backend cannot run here (the message says why).
+    """
+    if precision not in PRECISIONS:
+        raise UserInputError(f"unknown precision {precision!r} (fp16 or fp32)")
+    if max_batch < 1:
+        raise UserInputError(f"max_batch must be at least 1, got {max_batch}")
+    chosen, reason = choose_backend(name, lambda candidate: _BACKEND_STATUS[candidate]())
+    log.info("backend %s%s: %s", chosen, " (auto)" if name == "auto" else "", reason)
+    if chosen == "onnxruntime":
+        from allbatch.backends.ort_backend import OnnxRuntimeBackend
+
+        if precision != "fp32":
+            log.debug("onnxruntime computes in fp32 (weights are stored fp16); precision %s does not apply", precision)
+        return OnnxRuntimeBackend(artifact)
+    if chosen == "torch":
+        from allbatch.backends.torch_backend import TorchBackend
+
+        return TorchBackend(artifact, device="cuda", precision="fp16" if precision == "fp16" else "fp32", max_batch=max_batch)
+    from allbatch.backends.tensorrt_backend import TensorRTBackend
+
+    backend: Backend = TensorRTBackend(artifact, precision=precision, max_batch=max_batch)
+    return backend
+
+
+# -- decoders ------------------------------------------------------------------------------------
+
+
+def dali_status() -> Status:
+    """(nvidia.dali importable?, its version or what is missing). Importing DALI creates no CUDA context."""
+    try:
+        import nvidia.dali as dali
+    except ImportError:
+        return False, "nvidia-dali not installed"
+    return True, f"nvidia-dali {dali.__version__}"
+
+
+def decoder_availability() -> dict[str, Status]:
+    """{"cpu" | "dali" | "dali-cpu": (usable?, reason)}. The GPU is found with nvidia-smi when it exists."""
+    import PIL
+
+    dali_ok, dali_reason = dali_status()
+    if dali_ok:
+        gpu_ok, gpu_reason = cuda_gpu_present()
+        gpu = (True, f"{dali_reason} on {gpu_reason}") if gpu_ok else (False, f"{dali_reason} installed but {gpu_reason}")
+    else:
+        gpu = (False, dali_reason)
+    return {
+        "cpu": (True, f"Pillow {PIL.__version__} + NumPy"),
+        "dali": gpu,
+        "dali-cpu": (dali_ok, f"{dali_reason} (CPU operators)" if dali_ok else dali_reason),
+    }
+
+
+def resolve_decoder(name: str, *, for_backend: str | None = None) -> str:
+    """Resolve a decoder name to "cpu", "dali" or "dali-cpu".
+
+    "auto" is "dali" when DALI and a CUDA GPU are usable, else "cpu"; with ``for_backend="onnxruntime"``
+    it is "cpu", since that backend takes host arrays and GPU decoding would only add a copy back.
+
+    Raises:
+        UserInputError: unknown name.
+        BackendUnavailableError: "dali" without DALI or a GPU, "dali-cpu" without DALI.
+    """
+    if name not in DECODER_NAMES:
+        raise UserInputError(f"unknown decoder {name!r} (choose from {', '.join(DECODER_NAMES)})")
+    if name == "cpu":
+        return "cpu"
+    if name == "auto" and for_backend == "onnxruntime":
+        log.info("decoder cpu (auto): the onnxruntime backend runs on the host")
+        return "cpu"
+    available = decoder_availability()
+    if name == "auto":
+        usable, reason = available["dali"]
+        chosen = "dali" if usable else "cpu"
+        log.info("decoder %s (auto): %s", chosen, reason if usable else f"dali not usable: {reason}")
+        return chosen
+    usable, reason = available[name]
+    if not usable:
+        raise BackendUnavailableError(f"decoder {name} is not available: {reason}")
+    return name

@@ -1,0 +1,189 @@
+"""torch backend: parity with ONNX Runtime on the CPU (same committed weights), options, errors; GPU tests
+(fp16 vs fp32, CUDA graphs, CuPy input) run only where CUDA is available.
+
+Parity tolerance: max |p_torch - p_onnxruntime| < 1e-4 per probability (fp32 on both sides; the
+fp16-stored weights are identical, only kernel order differs).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from allbatch.backends.validate import InvalidBatchError
+from allbatch.errors import BackendUnavailableError, ModelError, UserInputError
+from allbatch.manifest import ModelArtifact, load_model_artifact
+
+torch = pytest.importorskip("torch", reason="the torch backend needs torch")
+
+from allbatch.backends.ort_backend import OnnxRuntimeBackend  # noqa: E402 - after the importorskip
+from allbatch.backends.torch_backend import TorchBackend, graph_batch_size, load_torch_model  # noqa: E402
+
+PARITY_ATOL = 1e-4
+DEMO = Path(__file__).resolve().parents[1] / "allbatch" / "demo"
+CUDA = torch.cuda.is_available()
+requires_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+
+
+@pytest.fixture(scope="module")
+def artifact(tiny_model: Path) -> ModelArtifact:
+    return load_model_artifact(tiny_model)
+
+
+@pytest.fixture(scope="module")
+def demo_batch(artifact: ModelArtifact) -> np.ndarray:
+    """(8, 2, 3, 224, 224) float32: the 8 shipped demo images prepared by the CPU reference path."""
+    from allbatch.cpu_prepare import prepare_one
+
+    files = sorted(DEMO.glob("*/*.jpg"))
+    assert len(files) == 8
+    manifest = artifact.manifest
+    return np.stack([prepare_one(path.read_bytes(), manifest.prep, manifest.seg)[0] for path in files])
+
+
+@pytest.fixture(scope="module")
+def ort_probs(artifact: ModelArtifact, demo_batch: np.ndarray) -> np.ndarray:
+    with OnnxRuntimeBackend(artifact, threads=1) as backend:
+        return backend.infer(demo_batch)
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_torch_cpu_matches_onnxruntime(artifact: ModelArtifact, demo_batch: np.ndarray, ort_probs: np.ndarray, channels_last: bool) -> None:
+    with TorchBackend(artifact, device="cpu", precision="fp32", channels_last=channels_last) as backend:
+        probs = backend.infer(demo_batch)
+    assert probs.shape == (8, 4) and probs.dtype == np.float32 and isinstance(probs, np.ndarray)
+    assert np.abs(probs - ort_probs).max() < PARITY_ATOL
+    assert np.ptp(ort_probs, axis=0).max() > 1e-3, "the demo images should not all get the same probabilities"
+
+
+def test_parity_check_detects_a_wrong_weight(artifact: ModelArtifact, demo_batch: np.ndarray, ort_probs: np.ndarray) -> None:
+    """The parity tolerance is tight enough to see one BatchNorm statistic off by 0.05."""
+    with TorchBackend(artifact, device="cpu", precision="fp32") as backend:
+        assert backend._net is not None
+        with torch.no_grad():
+            backend._net.backbone.features.norm5.running_mean += 0.05
+        probs = backend.infer(demo_batch)
+    assert np.abs(probs - ort_probs).max() > 10 * PARITY_ATOL
+
+
+def test_torch_tensor_input_and_chunking(artifact: ModelArtifact, demo_batch: np.ndarray, ort_probs: np.ndarray) -> None:
+    with TorchBackend(artifact, device="cpu", precision="fp32", max_batch=3) as backend:
+        from_numpy = backend.infer(demo_batch)  # chunks of 3, 3, 2
+        from_tensor = backend.infer(torch.from_numpy(demo_batch))
+    assert from_numpy.shape == (8, 4)
+    np.testing.assert_array_equal(from_numpy, from_tensor)
+    assert np.abs(from_numpy - ort_probs).max() < PARITY_ATOL
+
+
+def test_fp16_on_cpu_stays_close(artifact: ModelArtifact, demo_batch: np.ndarray, ort_probs: np.ndarray) -> None:
+    with TorchBackend(artifact, device="cpu", precision="fp16") as backend:
+        probs = backend.infer(demo_batch[:2])
+    assert probs.dtype == np.float32
+    assert np.abs(probs - ort_probs[:2]).max() < 5e-3
+
+
+@pytest.mark.parametrize(
+    ("batch", "error"),
+    [
+        (np.zeros((1, 2, 3, 64, 64), dtype=np.float32), r"shape \(1, 2, 3, 64, 64\) does not match"),
+        (np.zeros((1, 2, 3, 224, 224), dtype=np.float64), "dtype float64 is not float32"),
+        (torch.zeros((1, 2, 3, 224, 224), dtype=torch.float16), "dtype float16 is not float32"),
+        ("images", "unsupported batch type builtins.str"),
+    ],
+)
+def test_invalid_batches_raise(artifact: ModelArtifact, batch: object, error: str) -> None:
+    with TorchBackend(artifact, device="cpu", precision="fp32") as backend, pytest.raises(InvalidBatchError, match=error):
+        backend.infer(batch)
+
+
+def test_cuda_without_gpu_is_unavailable_with_reason(artifact: ModelArtifact) -> None:
+    if CUDA:
+        pytest.skip("this machine has CUDA")
+    backend = TorchBackend(artifact)  # device="cuda" by default
+    with pytest.raises(BackendUnavailableError, match="CUDA not available"), backend:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"precision": "int8"}, "precision must be fp16 or fp32"),
+        ({"device": "gpu"}, "device must be 'cuda', 'cuda:N' or 'cpu'"),
+        ({"max_batch": 0}, "max_batch must be at least 1"),
+        ({"device": "cpu", "cuda_graphs": True}, "CUDA graphs need a CUDA device"),
+    ],
+)
+def test_bad_options_are_user_errors(artifact: ModelArtifact, kwargs: dict[str, object], error: str) -> None:
+    with pytest.raises(UserInputError, match=error):
+        TorchBackend(artifact, **kwargs)  # type: ignore[arg-type]
+
+
+def test_weights_that_do_not_fit_the_architecture_are_a_model_error(artifact: ModelArtifact) -> None:
+    from dataclasses import replace
+
+    wider = {**artifact.manifest.architecture, "growth_rate": 12}
+    with pytest.raises(ModelError, match="weights do not fit"):
+        load_torch_model(replace(artifact, manifest=replace(artifact.manifest, architecture=wider)))
+
+
+@pytest.mark.parametrize(
+    ("n", "max_batch", "size"), [(1, 256, 1), (3, 256, 4), (64, 256, 64), (65, 256, 128), (200, 256, 256), (70, 100, 100)]
+)
+def test_graph_batch_size_buckets(n: int, max_batch: int, size: int) -> None:
+    assert graph_batch_size(n, max_batch) == size
+
+
+# -- GPU (CUDA) --------------------------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+@requires_cuda
+def test_cuda_fp16_agrees_with_fp32_and_onnxruntime(artifact: ModelArtifact, demo_batch: np.ndarray, ort_probs: np.ndarray) -> None:
+    with TorchBackend(artifact, precision="fp32") as fp32:
+        reference = fp32.infer(demo_batch)
+        details = fp32.describe()
+    with TorchBackend(artifact, precision="fp16") as fp16:
+        half = fp16.infer(demo_batch)
+    assert details["cuda_version"] and details["compute_capability"]
+    assert np.abs(reference - ort_probs).max() < PARITY_ATOL
+    assert np.abs(half - reference).max() < 5e-3
+    assert np.array_equal(half.argmax(axis=1), reference.argmax(axis=1))
+
+
+@pytest.mark.gpu
+@requires_cuda
+def test_cuda_graphs_match_eager_for_full_and_partial_batches(artifact: ModelArtifact, demo_batch: np.ndarray) -> None:
+    with TorchBackend(artifact, precision="fp32", max_batch=4) as eager:
+        expected = eager.infer(demo_batch)
+    with TorchBackend(artifact, precision="fp32", max_batch=4, cuda_graphs=True) as graphed:
+        full = graphed.infer(demo_batch)  # two replays of the size-4 graph
+        partial = graphed.infer(demo_batch[:3])  # padded into the size-4 graph
+        single = graphed.infer(demo_batch[5:6])  # a size-1 graph
+        again = graphed.infer(demo_batch)
+        assert sorted(graphed._graphs) == [1, 4]
+    np.testing.assert_allclose(full, expected, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(partial, expected[:3], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(single, expected[5:6], rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(again, full)
+
+
+@pytest.mark.gpu
+@requires_cuda
+def test_cuda_array_inputs_are_used_in_place(artifact: ModelArtifact, demo_batch: np.ndarray) -> None:
+    with TorchBackend(artifact, precision="fp32") as backend:
+        expected = backend.infer(demo_batch)
+        on_device = torch.from_numpy(demo_batch).cuda()
+        np.testing.assert_allclose(backend.infer(on_device), expected, rtol=0, atol=1e-6)
+        try:
+            import cupy
+        except ImportError:
+            return
+        stream = cupy.cuda.Stream(non_blocking=True)
+        with stream:
+            array = cupy.asarray(demo_batch)
+        stream.synchronize()  # produced on another stream: finish it before handing it over (see module docs)
+        np.testing.assert_allclose(backend.infer(array), expected, rtol=0, atol=1e-6)
+        with pytest.raises(InvalidBatchError, match="dtype float16"):
+            backend.infer(array.astype(cupy.float16))

@@ -113,9 +113,7 @@ def make_preparer(decoder: str, artifact: ModelArtifact, config: RunConfig) -> P
     from allbatch.gpu.dali_preparer import DaliPreparer
 
     device = "gpu" if decoder == "dali" else "cpu"
-    return DaliPreparer(
-        manifest.prep, manifest.seg, device=device, max_batch=config.batch_size, num_threads=config.decode_threads
-    )
+    return DaliPreparer(manifest.prep, manifest.seg, device=device, max_batch=config.batch_size, num_threads=config.decode_threads)
 
 
 def _rows_for(batch: PreparedBatch, probs: np.ndarray) -> ResultRows:
@@ -208,7 +206,6 @@ def run(config: RunConfig, progress: ProgressCallback | None = None) -> RunSumma
     from allbatch.backends.select import create_backend, resolve_decoder
     from allbatch.results.writer import BackgroundWriter, ResultsWriter
 
-    decoder = resolve_decoder(config.decoder)
     manifest = artifact.manifest
     compat = {
         "model_sha256": artifact.sha256,
@@ -217,6 +214,9 @@ def run(config: RunConfig, progress: ProgressCallback | None = None) -> RunSumma
     }
     started = time.perf_counter()
     with create_backend(config.backend, artifact, max_batch=config.batch_size) as backend:
+        decoder = resolve_decoder(config.decoder, for_backend=backend.name)
+        if decoder == "dali" and backend.name == "onnxruntime":
+            raise UserInputError("--decoder dali leaves images on the GPU, but onnxruntime runs on the host: use --decoder cpu or dali-cpu")
         provenance = _provenance(config, artifact, backend, decoder)
         log.info(
             "%d images found under %s; backend %s on %s, decoder %s",
@@ -226,9 +226,7 @@ def run(config: RunConfig, progress: ProgressCallback | None = None) -> RunSumma
             backend.device,
             decoder,
         )
-        with ResultsWriter.open(
-            config.output, mode=config.mode, provenance=provenance, compat=compat, expected_rows=len(files)
-        ) as writer:
+        with ResultsWriter.open(config.output, mode=config.mode, provenance=provenance, compat=compat, expected_rows=len(files)) as writer:
             committed = writer.committed()
             preparer = make_preparer(decoder, artifact, config)
             background = BackgroundWriter(writer)

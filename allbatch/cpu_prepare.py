@@ -8,7 +8,7 @@ import numpy as np
 import numpy.typing as npt
 
 from allbatch.decode import DEFAULT_MAX_PIXELS, DecodeFailure, decode_rgb
-from allbatch.preprocess import Preprocessing, normalise_pair, resize_rgb
+from allbatch.preprocess import Preprocessing, blank_bottom_band, normalise_pair, resize_rgb
 from allbatch.records import EncodedImage, PreparedBatch
 from allbatch.segment import SegmentationParams, segment
 from allbatch.status import ImageStatus
@@ -22,7 +22,7 @@ def prepare_one(
     Raises:
         DecodeFailure: the bytes are not a usable image.
     """
-    rgb = decode_rgb(data, max_pixels)
+    rgb = blank_bottom_band(decode_rgb(data, max_pixels), prep)
     segmented, mask = segment(rgb, seg)
     pair = normalise_pair(resize_rgb(rgb, prep.size), resize_rgb(segmented, prep.size), prep)
     return pair, float(mask.mean())
@@ -33,9 +33,7 @@ class PillowPreparer:
 
     name = "cpu"
 
-    def __init__(
-        self, prep: Preprocessing, seg: SegmentationParams, threads: int = 2, max_pixels: int = DEFAULT_MAX_PIXELS
-    ) -> None:
+    def __init__(self, prep: Preprocessing, seg: SegmentationParams, threads: int = 2, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         self.prep = prep
         self.seg = seg
         self.max_pixels = max_pixels

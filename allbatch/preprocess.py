@@ -17,12 +17,20 @@ class Preprocessing:
     ``size``: model input side (pixels); both images are resized to size x size after segmentation.
     ``mean``/``std``: input = (pixel / 255 - mean) / std, the same scalars on every channel.
     ``resize``: the interpolation (Pillow's antialiased bilinear on the CPU path).
+    ``blank_bottom_fraction``: the bottom round(H * fraction) rows of the original are set to 0 before
+    segmentation. The development originals carry a class-dependent scale-bar label in their bottom band
+    (48 of 224 rows); a model trained with the band always blanked cannot use it.
     """
 
     size: int = 224
     mean: float = 0.5
     std: float = 0.25
     resize: str = "bilinear_antialias"
+    blank_bottom_fraction: float = 0.0
+
+    def blank_rows(self, height: int) -> int:
+        """Rows blanked at the bottom of an image of ``height`` rows."""
+        return min(height, round(height * self.blank_bottom_fraction))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -30,6 +38,16 @@ class Preprocessing:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
         return cls(**data)
+
+
+def blank_bottom_band(image: npt.NDArray[np.uint8], prep: Preprocessing) -> npt.NDArray[np.uint8]:
+    """(H, W, 3) uint8 -> the same with the bottom ``prep.blank_rows(H)`` rows set to 0 (a copy if any)."""
+    rows = prep.blank_rows(image.shape[0])
+    if rows == 0:
+        return image
+    out = image.copy()
+    out[image.shape[0] - rows :] = 0
+    return out
 
 
 def resize_rgb(image: npt.NDArray[np.uint8], size: int) -> npt.NDArray[np.uint8]:
@@ -40,9 +58,7 @@ def resize_rgb(image: npt.NDArray[np.uint8], size: int) -> npt.NDArray[np.uint8]
     return np.asarray(resized, dtype=np.uint8)
 
 
-def normalise_pair(
-    original: npt.NDArray[np.uint8], segmented: npt.NDArray[np.uint8], prep: Preprocessing
-) -> npt.NDArray[np.float32]:
+def normalise_pair(original: npt.NDArray[np.uint8], segmented: npt.NDArray[np.uint8], prep: Preprocessing) -> npt.NDArray[np.float32]:
     """Two (S, S, 3) uint8 images -> one (2, 3, S, S) float32 model input (original first)."""
     pair = np.stack([original, segmented]).astype(np.float32)  # (2, S, S, 3)
     pair = (pair * np.float32(1.0 / 255.0) - np.float32(prep.mean)) * np.float32(1.0 / prep.std)

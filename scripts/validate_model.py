@@ -20,12 +20,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from allbatch.backends.ort_backend import OnnxRuntimeBackend
 
 from allbatch import CLASS_NAMES
+from allbatch.backends.ort_backend import OnnxRuntimeBackend
 from allbatch.decode import decode_rgb
 from allbatch.manifest import ModelArtifact, ModelManifest, load_model_artifact, manifest_path_for, sha256_of_file
-from allbatch.preprocess import normalise_pair, resize_rgb
+from allbatch.preprocess import blank_bottom_band, normalise_pair, resize_rgb
 from allbatch.segment import segment
 from allbatch.training.augment import AugmentConfig, blank_bottom, colour_jitter
 
@@ -42,6 +42,7 @@ def inputs_for(paths: list[Path], artifact: ModelArtifact, variant: str) -> np.n
             rgb = blank_bottom(rgb, 48)
         elif variant == "colour_jitter":
             rgb = colour_jitter(rgb, np.random.default_rng((7, i)), AugmentConfig())
+        rgb = blank_bottom_band(rgb, prep)  # the model's own preprocessing (a no-op for older models)
         segmented, _ = segment(rgb, seg)
         pairs.append(normalise_pair(resize_rgb(rgb, prep.size), resize_rgb(segmented, prep.size), prep))
     return np.stack(pairs)

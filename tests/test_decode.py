@@ -89,3 +89,14 @@ def test_read_stage_statuses(tmp_path: Path) -> None:
             assert image.status == ImageStatus.UNREADABLE and image.sha256 == ""
         else:
             assert image.status == ImageStatus.OK and len(image.sha256) == 64
+
+
+def test_bottom_band_blanking_is_part_of_preprocessing() -> None:
+    from allbatch.preprocess import Preprocessing, blank_bottom_band
+
+    rgb = smear_like(12)
+    assert blank_bottom_band(rgb, Preprocessing()) is rgb  # default: nothing blanked
+    prep = Preprocessing(blank_bottom_fraction=48 / 224)
+    out = blank_bottom_band(rgb, prep)
+    assert (out[-48:] == 0).all() and np.array_equal(out[:-48], rgb[:-48])
+    assert prep.blank_rows(1536) == 329 and prep.blank_rows(1) == 0

@@ -12,7 +12,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from allbatch import CLASS_NAMES
-from allbatch.preprocess import Preprocessing, normalise_pair, resize_rgb
+from allbatch.preprocess import Preprocessing, blank_bottom_band, normalise_pair, resize_rgb
 from allbatch.segment import SegmentationParams, segment
 from allbatch.training.augment import AugmentConfig, augment
 from allbatch.training.split import LabelledImage, image_number
@@ -67,7 +67,7 @@ class PairDataset(Dataset[tuple[torch.Tensor, int]]):
         return len(self.images)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        rgb = self.pixels[index]
+        rgb = blank_bottom_band(self.pixels[index], self.prep)  # before augmentation: the label sits at the bottom
         if self.augment_config is not None:
             rng = np.random.default_rng((self.seed, self.epoch, index))
             rgb = augment(rgb, rng, self.augment_config)

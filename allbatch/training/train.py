@@ -53,6 +53,7 @@ class TrainConfig:
     workers: int = 1
     time_budget_min: float = 0.0  # stage 1 stops early past this (0 = none); stage 2 still runs
     checkpoint_dir: str = "runs/train"
+    blank_bottom_fraction: float = 48 / 224  # part of the preprocessing: the scale-bar label band is never seen
 
 
 def git_commit() -> str:
@@ -105,7 +106,7 @@ def train(config: TrainConfig) -> Path:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     autocast_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
     model_config: ModelConfig = DENSENET201 if config.arch == "densenet201" else TINY
-    prep = Preprocessing()
+    prep = Preprocessing(blank_bottom_fraction=config.blank_bottom_fraction)
     seg = SegmentationParams()
     root = Path(config.data_root)
     images = list_development_images(root)
@@ -122,7 +123,9 @@ def train(config: TrainConfig) -> Path:
 
     def loaders(size: int) -> tuple[DataLoader, DataLoader]:
         stage_prep = replace(prep, size=size)
-        train_set = PairDataset(train_images, stage_prep, seg, AugmentConfig(), config.seed)
+        # random blanking in augmentation only matters when the preprocessing does not blank already
+        augment_config = AugmentConfig(blank_bottom_p=0.0 if config.blank_bottom_fraction > 0 else 0.5)
+        train_set = PairDataset(train_images, stage_prep, seg, augment_config, config.seed)
         val_set = PairDataset(val_images, stage_prep, seg, None, config.seed)
         return (
             DataLoader(
@@ -205,8 +208,7 @@ def train(config: TrainConfig) -> Path:
             "n_train": len(train_images),
             "n_val": len(val_images),
             "split_rule": (
-                f"blocks of {config.block_size} consecutive image numbers per class, "
-                f"val fraction {config.val_fraction}, seed {config.seed}"
+                f"blocks of {config.block_size} consecutive image numbers per class, val fraction {config.val_fraction}, seed {config.seed}"
             ),
             "val_files": [str(image.path.relative_to(root)) for image in val_images],
             "history": history,

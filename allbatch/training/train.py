@@ -53,6 +53,7 @@ class TrainConfig:
     workers: int = 1
     time_budget_min: float = 0.0  # stage 1 stops early past this (0 = none); stage 2 still runs
     checkpoint_dir: str = "runs/train"
+    init_checkpoint: str = ""  # start from these weights (a state_dict .pt) instead of random ones
     blank_bottom_fraction: float = 48 / 224  # part of the preprocessing: the scale-bar label band is never seen
 
 
@@ -101,8 +102,15 @@ def run_epoch(
     return total / max(count, 1)
 
 
+def _history_beside(checkpoint: str) -> list[dict[str, float]]:
+    """The per-epoch history of the run that produced ``checkpoint`` (its history.json), if any."""
+    path = Path(checkpoint).parent / "history.json" if checkpoint else None
+    return json.loads(path.read_text()) if path is not None and path.is_file() else []
+
+
 def train(config: TrainConfig) -> Path:
     torch.manual_seed(config.seed)
+    torch.set_flush_denormal(True)  # denormal floats make CPU training steps many times slower
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     autocast_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
     model_config: ModelConfig = DENSENET201 if config.arch == "densenet201" else TINY
@@ -115,7 +123,11 @@ def train(config: TrainConfig) -> Path:
     ckpt_dir = Path(config.checkpoint_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
 
-    net = TwoChannelNet(model_config).to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    net = TwoChannelNet(model_config)
+    if config.init_checkpoint:
+        net.load_state_dict(torch.load(config.init_checkpoint, map_location="cpu"))
+        log.info("initialised from %s", config.init_checkpoint)
+    net = net.to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     # channels_last on a 5-D input is not defined; the backbone sees (2N, 3, H, W) after flatten.
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     history: list[dict[str, float]] = []
@@ -212,6 +224,7 @@ def train(config: TrainConfig) -> Path:
             ),
             "val_files": [str(image.path.relative_to(root)) for image in val_images],
             "history": history,
+            "init_history": _history_beside(config.init_checkpoint),
             "minutes": (time.time() - started) / 60,
         },
         validation={

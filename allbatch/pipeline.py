@@ -212,11 +212,11 @@ def run(config: RunConfig, progress: ProgressCallback | None = None) -> RunSumma
         "preprocessing": json.dumps(manifest.preprocessing, sort_keys=True),
         "segmentation": json.dumps(manifest.segmentation, sort_keys=True),
     }
-    started = time.perf_counter()
     with create_backend(config.backend, artifact, max_batch=config.batch_size) as backend:
         decoder = resolve_decoder(config.decoder, for_backend=backend.name)
         if decoder == "dali" and backend.name == "onnxruntime":
             raise UserInputError("--decoder dali leaves images on the GPU, but onnxruntime runs on the host: use --decoder cpu or dali-cpu")
+        started = time.perf_counter()  # after the model is loaded: img/s measures the images, not start-up
         provenance = _provenance(config, artifact, backend, decoder)
         log.info(
             "%d images found under %s; backend %s on %s, decoder %s",

@@ -57,6 +57,7 @@ def _register() -> None:
     if _registered:
         return
     _registered = True
+    from allbatch.cli.bench_cmd import bench_command
     from allbatch.cli.export_cmd import export_command
     from allbatch.cli.info_cmd import info_command
     from allbatch.cli.run_cmd import run_command
@@ -64,6 +65,7 @@ def _register() -> None:
     app.command("run")(run_command)
     app.command("export")(export_command)
     app.command("info")(info_command)
+    app.command("bench")(bench_command)
 
 
 def main() -> None:

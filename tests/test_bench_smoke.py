@@ -42,7 +42,8 @@ def test_bench_writes_a_complete_report(tmp_path: Path, tiny_model: Path) -> Non
     e2e = entry["end_to_end"]
     assert e2e["summary"]["processed"] == 8 and e2e["summary"]["ok"] == 8
     assert e2e["steady_images"] == 4  # two batches of 4: the second is steady state
-    assert e2e["images_per_s"]["median"] > 0 and e2e["peak_rss_mib"] > 0
+    assert e2e["images_per_s"]["median"] > 0 and e2e["images_per_s_steady"]["median"] > 0 and e2e["peak_rss_mib"] > 0
+    assert e2e["images_per_s_incl_setup"]["median"] < e2e["images_per_s"]["median"]  # model loading is excluded
     assert entry["ratios"]["end_to_end_vs_infer_only"] > 0 and entry["ratios"]["end_to_end_vs_baseline"] > 0
 
     baseline = doc["baseline"]

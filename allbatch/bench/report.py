@@ -75,7 +75,7 @@ def plot_stages(doc: dict[str, Any], path: Path) -> None:
             ax.barh(row, ms, left=left, color=STAGE_COLOURS[stage], label=stage if row == 0 else None)
             left += ms
         entry = doc["batch_sizes"][size]
-        e2e = entry["end_to_end"]["images_per_s"] or entry["end_to_end"]["images_per_s_incl_setup"]
+        e2e = entry["end_to_end"]["images_per_s"]
         ax.plot(1000.0 / e2e["median"], row, "kD", label="end to end (overlapped)" if row == 0 else None)
         infer_ms = 1000.0 / entry["infer_only"]["images_per_s"]["median"]
         ax.plot(infer_ms, row, "w^", markeredgecolor="k", label="infer only" if row == 0 else None)
@@ -103,7 +103,7 @@ def plot_batch_sweep(doc: dict[str, Any], path: Path) -> None:
         errors = [[s["median"] - s["min"] for s in stats], [s["max"] - s["median"] for s in stats]]
         rate_ax.errorbar(sizes, medians, yerr=errors, marker=marker, capsize=3, label=label)
 
-    series(lambda e: e["end_to_end"]["images_per_s"] or e["end_to_end"]["images_per_s_incl_setup"], "end to end (steady)", "D")
+    series(lambda e: e["end_to_end"]["images_per_s"], "end to end", "D")
     series(lambda e: e["infer_only"]["images_per_s"], "infer only", "^")
     series(lambda e: e["stages"]["serial_images_per_s"], "stages, serial", "o")
     if doc.get("baseline"):
@@ -138,7 +138,7 @@ def summary_table(doc: dict[str, Any]) -> Group:
     for column in ("batch", "e2e img/s", "infer-only img/s", "e2e/infer", "e2e/baseline", "largest stages (serial)", "peak RSS MiB"):
         table.add_column(column)
     for size, entry in doc["batch_sizes"].items():
-        e2e = entry["end_to_end"]["images_per_s"] or entry["end_to_end"]["images_per_s_incl_setup"]
+        e2e = entry["end_to_end"]["images_per_s"]
         ranked = sorted(entry["stages"]["stages"].items(), key=lambda item: -item[1]["share"])[:3]
         table.add_row(
             size,

@@ -1,0 +1,178 @@
+"""``DaliPreparer``: the Preparer that decodes, segments and resizes with DALI and assembles the batch.
+
+``device="gpu"``: nvJPEG decode and GPU arithmetic, the model input is a CuPy array built on the GPU
+(no host copy of image data). ``device="cpu"``: the same graph on DALI's CPU operators, the model input
+is a NumPy array (what CI runs; equal to the Pillow/NumPy path for images already at the model size).
+
+Stream contract (GPU): all work of ``prepare`` is ordered on the preparer's own CuPy stream, and
+``prepare`` synchronises that stream before returning, so the returned CuPy array is complete and may be
+read from any stream or thread (e.g. the backend's stream in the consumer thread) without more waiting.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from allbatch.decode import DEFAULT_MAX_PIXELS, DecodeFailure
+from allbatch.gpu.cupy_assemble import InputDtype, assemble_cupy, assemble_numpy
+from allbatch.gpu.dali_graph import Device
+from allbatch.gpu.dali_pipeline import DaliRunner, GraphBatch
+from allbatch.gpu.isolation import Header, check_header, dali_error_message, is_decode_error, run_isolating
+from allbatch.preprocess import Preprocessing
+from allbatch.records import EncodedImage, PreparedBatch
+from allbatch.segment import SegmentationParams
+from allbatch.status import ImageStatus
+
+log = logging.getLogger("allbatch.gpu.dali_preparer")
+
+
+@dataclass
+class _Candidate:
+    """An image that passed the header checks: its position in the batch and its header."""
+
+    position: int
+    data: bytes
+    header: Header
+
+
+@dataclass
+class _Part:
+    """Rows of one successful DALI run: batch positions, and which graph rows to keep."""
+
+    positions: list[int]
+    rows: list[int]
+    graph: GraphBatch
+
+
+class DaliPreparer:
+    """Preparer on DALI (GPU or CPU operators); marks bad images instead of raising.
+
+    Args:
+        prep, seg: preprocessing and segmentation of the model manifest.
+        device: "gpu" (mixed decoder, CuPy output) or "cpu" (CPU operators, NumPy output).
+        max_batch: the most images one DALI run takes (larger batches are split).
+        num_threads: DALI CPU worker threads.
+        device_id: CUDA device ("gpu" only).
+        max_pixels: images with more pixels are refused (status too_large) before decoding.
+        input_dtype: model input element type; float32 unless an engine takes float16.
+    """
+
+    def __init__(
+        self,
+        prep: Preprocessing,
+        seg: SegmentationParams,
+        device: Device = "gpu",
+        max_batch: int = 64,
+        num_threads: int = 2,
+        device_id: int = 0,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        input_dtype: InputDtype = "float32",
+    ) -> None:
+        self.name = "dali" if device == "gpu" else "dali-cpu"
+        self.prep = prep
+        self.seg = seg
+        self.device: Device = device
+        self.max_batch = max_batch
+        self.max_pixels = max_pixels
+        self.input_dtype: InputDtype = input_dtype
+        self.runner = DaliRunner(prep, seg, device, max_batch, num_threads, device_id)
+
+    def _candidates(self, images: list[EncodedImage]) -> list[_Candidate]:
+        candidates = []
+        for position, image in enumerate(images):
+            if image.data is None or image.status != ImageStatus.OK:
+                continue
+            try:
+                header = check_header(image.data, self.max_pixels)
+            except DecodeFailure as failure:
+                image.status = failure.status
+                image.error = str(failure)
+                continue
+            candidates.append(_Candidate(position, image.data, header))
+        return candidates
+
+    def _run(self, chunk: list[_Candidate]) -> GraphBatch:
+        return self.runner.run([c.data for c in chunk], [c.header.height for c in chunk])
+
+    def _decode(self, images: list[EncodedImage], candidates: list[_Candidate]) -> list[_Part]:
+        parts: list[_Part] = []
+        for start in range(0, len(candidates), self.max_batch):
+            chunk = candidates[start : start + self.max_batch]
+            isolated = run_isolating(chunk, self._run, is_decode_error)
+            if isolated.failures:
+                log.info("%d of %d images failed to decode in DALI (%d runs)", len(isolated.failures), len(chunk), isolated.runs)
+            for index, error in isolated.failures.items():
+                image = images[chunk[index].position]
+                image.status = ImageStatus.DECODE_ERROR
+                image.error = dali_error_message(error)
+            for indices, graph in isolated.chunks:
+                parts.append(self._checked_part(images, [chunk[i] for i in indices], graph))
+        return parts
+
+    def _checked_part(self, images: list[EncodedImage], chunk: list[_Candidate], graph: GraphBatch) -> _Part:
+        """Keep the rows whose decoded size agrees with the header (the blanked band depends on it)."""
+        positions, rows = [], []
+        for row, candidate in enumerate(chunk):
+            height, width = int(graph.shapes[row, 0]), int(graph.shapes[row, 1])
+            header = candidate.header
+            if self.prep.blank_bottom_fraction > 0 and (height, width) != (header.height, header.width):
+                image = images[candidate.position]
+                image.status = ImageStatus.UNSUPPORTED
+                image.error = f"decoded {width}x{height} but the header says {header.width}x{header.height} (EXIF orientation?)"
+                continue
+            positions.append(candidate.position)
+            rows.append(row)
+        return _Part(positions, rows, graph)
+
+    def prepare(self, images: list[EncodedImage]) -> PreparedBatch:
+        """Decode, segment and assemble ``images``; failed ones get their status and error set.
+
+        Returns:
+            inputs (n_ok, 2, 3, S, S) ``input_dtype``: NumPy ("cpu") or a complete CuPy array ("gpu").
+        """
+        parts = self._decode(images, self._candidates(images))
+        fractions = np.full(len(images), np.nan, dtype=np.float32)
+        for part in parts:
+            fractions[part.positions] = part.graph.mask_fraction[part.rows].astype(np.float32)
+        assembled = [p.positions for p in parts]
+        ok = [i for i, image in enumerate(images) if image.status == ImageStatus.OK]
+        if [p for positions in assembled for p in positions] != ok:
+            raise RuntimeError("internal error: DALI rows do not match the images marked ok")
+        inputs = self._assemble_gpu(parts, len(ok)) if self.device == "gpu" else self._assemble_cpu(parts)
+        return PreparedBatch(images=images, inputs=inputs, mask_fraction=fractions)
+
+    def _assemble_cpu(self, parts: list[_Part]) -> Any:
+        size = self.prep.size
+        if not parts:
+            return np.zeros((0, 2, 3, size, size), dtype=self.input_dtype)
+        original = np.concatenate([p.graph.original[p.rows] for p in parts])
+        segmented = np.concatenate([p.graph.segmented[p.rows] for p in parts])
+        return assemble_numpy(original, segmented, self.prep, self.input_dtype)
+
+    def _assemble_gpu(self, parts: list[_Part], n_ok: int) -> Any:
+        import cupy
+
+        size = self.prep.size
+        stream = self.runner.stream
+        with stream:
+            out = cupy.empty((n_ok, 2, 3, size, size), dtype=self.input_dtype)
+            offset = 0
+            for part in parts:
+                graph, rows = part.graph, part.rows
+                original, segmented = graph.original, graph.segmented
+                if len(rows) != original.shape[0]:  # a row was refused: gather the kept ones on the GPU
+                    index = cupy.asarray(rows)
+                    original, segmented = original[index], segmented[index]
+                assemble_cupy(original, segmented, self.prep, self.input_dtype, out=out[offset : offset + len(rows)])
+                offset += len(rows)
+        # The DALI buffers behind ``parts`` must outlive the kernels, and the consumer may use another
+        # stream: finish here, once per batch.
+        stream.synchronize()
+        return out
+
+    def close(self) -> None:
+        self.runner.close()

@@ -130,7 +130,9 @@ def train(config: TrainConfig) -> Path:
     net = net.to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     # channels_last on a 5-D input is not defined; the backbone sees (2N, 3, H, W) after flatten.
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    history: list[dict[str, float]] = []
+    # With no epochs to run, export the best checkpoint of an earlier (e.g. interrupted) run in ckpt_dir.
+    export_only = config.stage1_epochs == 0 and config.stage2_epochs == 0
+    history: list[dict[str, float]] = json.loads((ckpt_dir / "history.json").read_text()) if export_only else []
     started = time.time()
 
     def loaders(size: int) -> tuple[DataLoader, DataLoader]:
@@ -225,7 +227,7 @@ def train(config: TrainConfig) -> Path:
             "val_files": [str(image.path.relative_to(root)) for image in val_images],
             "history": history,
             "init_history": _history_beside(config.init_checkpoint),
-            "minutes": (time.time() - started) / 60,
+            "minutes": sum(row["seconds"] for row in history) / 60,
         },
         validation={
             "selected_epoch": best_row,

@@ -58,6 +58,7 @@ def _register() -> None:
         return
     _registered = True
     from allbatch.cli.bench_cmd import bench_command
+    from allbatch.cli.eval_cmd import eval_command
     from allbatch.cli.export_cmd import export_command
     from allbatch.cli.info_cmd import info_command
     from allbatch.cli.run_cmd import run_command
@@ -66,6 +67,7 @@ def _register() -> None:
     app.command("export")(export_command)
     app.command("info")(info_command)
     app.command("bench")(bench_command)
+    app.command("eval")(eval_command)
 
 
 def main() -> None:

@@ -1,0 +1,67 @@
+"""``allbatch eval results.h5``: accuracy, per-class and screening metrics against folder-name labels."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from allbatch.errors import UserInputError
+
+
+def default_png_path(results: Path) -> Path:
+    """``<results stem>.confusion.png`` beside the results file."""
+    return results.with_name(f"{results.stem}.confusion.png")
+
+
+def eval_command(
+    results: Annotated[Path, typer.Argument(help="A results.h5 written by allbatch run.")],
+    labels_from_folders: Annotated[
+        bool,
+        typer.Option(
+            "--labels-from-folders/--no-labels-from-folders",
+            help="Take each image's true class from the name of its folder (currently the only label source).",
+        ),
+    ] = True,
+    class_map: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--class-map",
+            help='FOLDER=Class, or a JSON file {"FOLDER": "Class"}; repeatable; overrides the built-in folder names.',
+        ),
+    ] = None,
+    threshold: Annotated[float, typer.Option(help="Screening threshold on P(ALL) = 1 - P(Benign).")] = 0.5,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the metrics as JSON to PATH ('-' for stdout).")] = None,
+    png: Annotated[
+        Path | None, typer.Option("--png", help="Confusion-matrix PNG to write (default: <results stem>.confusion.png beside RESULTS).")
+    ] = None,
+    no_png: Annotated[bool, typer.Option("--no-png", help="Write no PNG.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No tables; only errors (and --json output).")] = False,
+) -> None:
+    """Compare the predictions in RESULTS with the classes named by the images' folders."""
+    from allbatch.evaluation import EvalConfig, evaluate_results
+    from allbatch.evaluation.report import render_report, save_confusion_png, to_json
+
+    if png is not None and no_png:
+        raise UserInputError("--png and --no-png exclude each other")
+    config = EvalConfig(labels_from_folders=labels_from_folders, class_map=tuple(class_map or ()), threshold=threshold)
+    result = evaluate_results(results, config)
+    json_to_stdout = json_out is not None and str(json_out) == "-"
+    console = Console(stderr=json_to_stdout, quiet=quiet)
+    console.print(render_report(result))
+    if not no_png:
+        written = save_confusion_png(result, png or default_png_path(results))
+        console.print(f"confusion matrix -> {written}", highlight=False, soft_wrap=True)
+    if json_out is not None:
+        text = json.dumps(to_json(result), indent=2)
+        if json_to_stdout:
+            typer.echo(text)
+        else:
+            try:
+                json_out.write_text(text + "\n", encoding="utf-8")
+            except OSError as exc:
+                raise UserInputError(f"cannot write {json_out}: {exc.strerror or exc}") from exc
+            console.print(f"metrics -> {json_out}", highlight=False, soft_wrap=True)

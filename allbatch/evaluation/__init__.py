@@ -1,0 +1,39 @@
+"""``allbatch eval``: metrics of a results file against truth labels taken from folder names.
+
+labels.py maps folder names to classes, metrics.py computes confusion matrix, per-class and
+screening (ALL vs benign) metrics on NumPy arrays, evaluate.py decides which rows count, and
+report.py renders the result (rich tables, JSON, confusion-matrix PNG).
+"""
+
+from allbatch.evaluation.evaluate import EvalConfig, EvaluationResult, FailedImage, evaluate_results, evaluate_table
+from allbatch.evaluation.labels import assign_labels, default_class_for, folder_of, parse_class_map
+from allbatch.evaluation.metrics import (
+    ClassMetrics,
+    MulticlassMetrics,
+    ScreeningMetrics,
+    confusion_matrix,
+    metrics_from_confusion,
+    multiclass_metrics,
+    roc_auc,
+    screening_metrics,
+)
+
+__all__ = [
+    "ClassMetrics",
+    "EvalConfig",
+    "EvaluationResult",
+    "FailedImage",
+    "MulticlassMetrics",
+    "ScreeningMetrics",
+    "assign_labels",
+    "confusion_matrix",
+    "default_class_for",
+    "evaluate_results",
+    "evaluate_table",
+    "folder_of",
+    "metrics_from_confusion",
+    "multiclass_metrics",
+    "parse_class_map",
+    "roc_auc",
+    "screening_metrics",
+]

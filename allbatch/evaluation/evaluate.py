@@ -1,0 +1,150 @@
+"""Evaluate a results file against folder-name labels: which rows count, and their metrics.
+
+Every committed, live row lands in exactly one group: failed (the run could not classify it),
+unlabelled (its folder maps to no class), or evaluated. The first two are counted and listed,
+never dropped silently.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from allbatch import CLASS_NAMES
+from allbatch.errors import ResultsFileError, UserInputError
+from allbatch.evaluation.labels import assign_labels, parse_class_map
+from allbatch.evaluation.metrics import MulticlassMetrics, ScreeningMetrics, multiclass_metrics, screening_metrics
+from allbatch.results.reader import ResultsTable, read_results
+from allbatch.status import ImageStatus
+
+log = logging.getLogger("allbatch.evaluation")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What ``evaluate_results`` does.
+
+    class_map: user entries, each ``FOLDER=Class`` or the path of a JSON file (see ``parse_class_map``);
+    they take precedence over the built-in folder names. threshold: on P(ALL) for the screening view.
+    """
+
+    labels_from_folders: bool = True
+    class_map: tuple[str, ...] = ()
+    threshold: float = 0.5
+    negative_class: str = "Benign"
+
+
+@dataclass(frozen=True)
+class FailedImage:
+    """A row the run could not classify: its path, status name (``decode_error``...) and message."""
+
+    path: str
+    status: str
+    error: str
+
+
+@dataclass
+class EvaluationResult:
+    """Everything ``allbatch eval`` reports.
+
+    n_rows: live committed rows read. evaluated: paths that entered the metrics, in file order.
+    unlabelled: paths whose folder maps to no class; unlabelled_folders: those folders -> count.
+    folder_classes: every folder of an ok image -> its class (None when unknown), with ``folder_counts``.
+    """
+
+    results_path: str
+    class_names: list[str]
+    threshold: float
+    n_rows: int
+    evaluated: list[str]
+    failed: list[FailedImage]
+    unlabelled: list[str]
+    unlabelled_folders: dict[str, int]
+    folder_classes: dict[str, str | None]
+    folder_counts: dict[str, int]
+    multiclass: MulticlassMetrics
+    screening: ScreeningMetrics
+
+    @property
+    def notes(self) -> list[str]:
+        return [*self.multiclass.notes, *self.screening.notes]
+
+
+def evaluate_table(table: ResultsTable, config: EvalConfig, results_path: str = "") -> EvaluationResult:
+    """Metrics of the ok rows of ``table`` whose folder names a class.
+
+    Raises:
+        UserInputError: folder labels switched off, a bad threshold, or no row could be labelled.
+        ResultsFileError: an ok row without a valid prediction (a damaged or foreign file).
+    """
+    if not config.labels_from_folders:
+        raise UserInputError("allbatch eval needs truth labels and folder names are its only source; drop --no-labels-from-folders")
+    if not 0.0 <= config.threshold <= 1.0:
+        raise UserInputError(f"--threshold must be within [0, 1], got {config.threshold}")
+    class_names = list(table.class_names) or list(CLASS_NAMES)
+    if config.negative_class not in class_names:
+        raise ResultsFileError(f"{results_path}: classes {class_names} have no {config.negative_class!r} class to screen against")
+    n_classes = len(class_names)
+    if table.probs.shape != (len(table), n_classes):
+        raise ResultsFileError(f"{results_path}: probabilities have shape {table.probs.shape}, expected ({len(table)}, {n_classes})")
+
+    ok = table.status == ImageStatus.OK
+    failed = [FailedImage(str(table.paths[i]), _status_name(int(table.status[i])), str(table.errors[i])) for i in np.flatnonzero(~ok)]
+    input_root = table.attrs.get("input_root")
+    ok_paths = [str(p) for p in table.paths[ok]]
+    labels = assign_labels(
+        ok_paths,
+        class_names,
+        user_map=parse_class_map(config.class_map, class_names),
+        use_defaults=True,
+        input_root=input_root if isinstance(input_root, str) else None,
+    )
+    labelled = labels.truth >= 0
+    unlabelled = [p for p, keep in zip(ok_paths, labelled.tolist(), strict=True) if not keep]
+    unlabelled_folders = dict(Counter(f for f, keep in zip(labels.folders, labelled.tolist(), strict=True) if not keep))
+    if not labelled.any():
+        known = ", ".join(repr(f) for f in sorted(labels.folder_classes)[:8]) or "none"
+        raise UserInputError(
+            f"no image in {results_path or 'the results'} could be labelled from its folder name "
+            f"({len(ok_paths)} ok images, {len(failed)} failed; folders: {known}); "
+            "map folders with --class-map 'FOLDER=Class'"
+        )
+
+    truth = labels.truth[labelled]
+    pred = table.labels[ok][labelled].astype(np.int64)
+    probs = table.probs[ok][labelled]
+    bad = (pred < 0) | (pred >= n_classes) | np.isnan(probs).any(axis=1)
+    if bad.any():
+        first = next(p for p, b in zip(np.array(ok_paths, dtype=object)[labelled], bad.tolist(), strict=True) if b)
+        raise ResultsFileError(f"{results_path}: {int(bad.sum())} ok rows have no valid prediction (first: {first}); the file is damaged")
+    log.debug("%s: %d evaluated, %d failed, %d unlabelled", results_path, int(labelled.sum()), len(failed), len(unlabelled))
+    return EvaluationResult(
+        results_path=results_path,
+        class_names=class_names,
+        threshold=config.threshold,
+        n_rows=len(table),
+        evaluated=[p for p, keep in zip(ok_paths, labelled.tolist(), strict=True) if keep],
+        failed=failed,
+        unlabelled=unlabelled,
+        unlabelled_folders=unlabelled_folders,
+        folder_classes=labels.folder_classes,
+        folder_counts=dict(Counter(labels.folders)),
+        multiclass=multiclass_metrics(truth, pred, class_names),
+        screening=screening_metrics(truth, probs, class_names, negative_class=config.negative_class, threshold=config.threshold),
+    )
+
+
+def evaluate_results(path: Path, config: EvalConfig) -> EvaluationResult:
+    """Read the live committed rows of results file ``path`` and evaluate them (see ``evaluate_table``)."""
+    return evaluate_table(read_results(Path(path)), config, str(path))
+
+
+def _status_name(value: int) -> str:
+    try:
+        return ImageStatus(value).name.lower()
+    except ValueError:
+        return f"status_{value}"

@@ -112,8 +112,13 @@ def make_preparer(decoder: str, artifact: ModelArtifact, config: RunConfig) -> P
         return PillowPreparer(manifest.prep, manifest.seg, threads=config.decode_threads)
     from allbatch.gpu.dali_preparer import DaliPreparer
 
-    device = "gpu" if decoder == "dali" else "cpu"
-    return DaliPreparer(manifest.prep, manifest.seg, device=device, max_batch=config.batch_size, num_threads=config.decode_threads)
+    return DaliPreparer(
+        manifest.prep,
+        manifest.seg,
+        device="gpu" if decoder == "dali" else "cpu",
+        max_batch=config.batch_size,
+        num_threads=config.decode_threads,
+    )
 
 
 def _rows_for(batch: PreparedBatch, probs: np.ndarray) -> ResultRows:

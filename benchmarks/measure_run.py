@@ -1,6 +1,6 @@
 """Time a real `allbatch run` in a subprocess: images/s (from its --json summary) and peak RSS.
 
-Usage: python benchmarks/measure_run.py SRC [--model PATH] [--batch-size N] [-- extra run options]
+Usage: python benchmarks/measure_run.py SRC [--model PATH] [--batch-size N] [other `allbatch run` options]
 Prints one JSON object. Peak RSS is the child's ru_maxrss (the whole process: Python, ONNX Runtime,
 decode threads, HDF5), measured by the kernel, not sampled.
 """
@@ -23,8 +23,7 @@ def main() -> None:
     parser.add_argument("src", type=Path)
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("extra", nargs="*")
-    args = parser.parse_args()
+    args, extra = parser.parse_known_args()  # unknown options go to `allbatch run`
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "results.h5"
         command = [
@@ -39,7 +38,7 @@ def main() -> None:
             str(args.batch_size),
             "--quiet",
             "--json",
-            *args.extra,
+            *extra,
         ]
         if args.model is not None:
             command += ["--model", str(args.model)]

@@ -76,9 +76,7 @@ def _walk(
         with os.scandir(folder) as listing:
             entries = sorted(listing, key=lambda entry: natural_key(entry.name))
     except OSError as exc:
-        found.append(
-            DiscoveredFile(path=folder, relpath=prefix.rstrip("/") or ".", problem=f"cannot list folder: {exc.strerror or exc}")
-        )
+        found.append(DiscoveredFile(path=folder, relpath=prefix.rstrip("/") or ".", problem=f"cannot list folder: {exc.strerror or exc}"))
         return
     for entry in entries:
         relpath = prefix + entry.name
@@ -97,6 +95,4 @@ def _walk(
                 found.append(DiscoveredFile(path=Path(entry.path), relpath=relpath, problem="cannot stat: broken symbolic link"))
         except OSError as exc:  # a dangling link or an entry that vanished while listing
             if Path(entry.name).suffix.lower() in IMAGE_EXTENSIONS:
-                found.append(
-                    DiscoveredFile(path=Path(entry.path), relpath=relpath, problem=f"cannot stat: {exc.strerror or exc}")
-                )
+                found.append(DiscoveredFile(path=Path(entry.path), relpath=relpath, problem=f"cannot stat: {exc.strerror or exc}"))

@@ -71,14 +71,7 @@ def opencv_rgb2hsv(rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
 def threshold_mask(hsv: npt.NDArray[np.uint8], params: SegmentationParams) -> npt.NDArray[np.bool_]:
     """``cv2.inRange(hsv, lower, upper)`` as a boolean (H, W) mask."""
     h, s, v = hsv[..., 0], hsv[..., 1], hsv[..., 2]
-    return (
-        (h >= params.h_min)
-        & (h <= params.h_max)
-        & (s >= params.s_min)
-        & (s <= params.s_max)
-        & (v >= params.v_min)
-        & (v <= params.v_max)
-    )
+    return (h >= params.h_min) & (h <= params.h_max) & (s >= params.s_min) & (s <= params.s_max) & (v >= params.v_min) & (v <= params.v_max)
 
 
 def segment(rgb: npt.NDArray[np.uint8], params: SegmentationParams) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.bool_]]:

@@ -33,8 +33,22 @@ def captured(monkeypatch: pytest.MonkeyPatch) -> list[RunConfig]:
 def test_options_map_to_run_config(tmp_path: Path, captured: list[RunConfig]) -> None:
     result = runner.invoke(
         cli_app.app,
-        ["run", str(tmp_path), "--out", str(tmp_path / "r.h5"), "--backend", "onnxruntime", "--decoder", "cpu",
-         "--batch-size", "8", "--resume", "--symlinks", "skip", "--quiet"],
+        [
+            "run",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "r.h5"),
+            "--backend",
+            "onnxruntime",
+            "--decoder",
+            "cpu",
+            "--batch-size",
+            "8",
+            "--resume",
+            "--symlinks",
+            "skip",
+            "--quiet",
+        ],
     )
     assert result.exit_code == 3, result.output  # one image failed
     (config,) = captured
@@ -66,7 +80,9 @@ def test_bad_options_raise_user_errors(tmp_path: Path, captured: list[RunConfig]
     assert not captured
 
 
-def test_main_turns_errors_into_one_line_and_exit_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_main_turns_errors_into_one_line_and_exit_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     for argv in (["allbatch", "run", str(tmp_path / "missing"), "--out", str(tmp_path / "r.h5")], ["allbatch", "run", "--no-such-option"]):
         monkeypatch.setattr(sys, "argv", argv)
         with pytest.raises(SystemExit) as info:

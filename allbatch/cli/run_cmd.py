@@ -26,13 +26,9 @@ def exit_code_for(summary: RunSummary) -> int:
 
 
 def run_command(
-    src: Annotated[
-        Path | None, typer.Argument(help="Folder (searched recursively) or single image file.", show_default=False)
-    ] = None,
+    src: Annotated[Path | None, typer.Argument(help="Folder (searched recursively) or single image file.", show_default=False)] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="The results.h5 to write.")] = Path("results.h5"),
-    model: Annotated[
-        Path | None, typer.Option(help="ONNX model with its .json manifest beside it (default: the shipped model).")
-    ] = None,
+    model: Annotated[Path | None, typer.Option(help="ONNX model with its .json manifest beside it (default: the shipped model).")] = None,
     backend: Annotated[str, typer.Option(help="auto | onnxruntime | torch | tensorrt")] = "auto",
     decoder: Annotated[str, typer.Option(help="auto | cpu | dali (GPU) | dali-cpu")] = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images per inference batch.")] = 64,

@@ -1,0 +1,47 @@
+"""Export the live committed rows of a results.h5 as CSV, one row per image."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+from allbatch.errors import UserInputError
+from allbatch.results.reader import read_results
+from allbatch.status import ImageStatus
+
+
+def _number(value: float) -> str:
+    """float32 printed so that it reads back to the same float32; "" for NaN (failed images)."""
+    return "" if math.isnan(value) else f"{value:.9g}"
+
+
+def export_csv(results: Path, out: Path) -> int:
+    """Write ``out`` (UTF-8, header line first) from ``results``; return the number of data rows.
+
+    Columns: path, sha256, status (name, e.g. ``ok``), error, label (class name, "" for a failed
+    image), p_<Class> for each class, mask_fraction. Superseded rows and rows past n_committed are
+    left out. ResultsFileError for a file that is not a results file.
+    """
+    table = read_results(Path(results))
+    out = Path(out)
+    if out.is_dir():
+        raise UserInputError(f"--csv {out} is a folder")
+    header = ["path", "sha256", "status", "error", "label", *[f"p_{name}" for name in table.class_names], "mask_fraction"]
+    with out.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        for i in range(len(table)):
+            label = int(table.labels[i])
+            writer.writerow(
+                [
+                    table.paths[i],
+                    table.sha256[i],
+                    ImageStatus(int(table.status[i])).name.lower(),
+                    table.errors[i],
+                    table.class_names[label] if label >= 0 else "",
+                    *[_number(float(p)) for p in table.probs[i]],
+                    _number(float(table.mask_fraction[i])),
+                ]
+            )
+    return len(table)

@@ -121,7 +121,18 @@ def make_preparer(decoder: str, artifact: ModelArtifact, config: RunConfig) -> P
     )
 
 
-def _rows_for(batch: PreparedBatch, probs: np.ndarray) -> ResultRows:
+def compat_key(artifact: ModelArtifact) -> dict[str, str]:
+    """What must match for a resume to append to an existing results file."""
+    manifest = artifact.manifest
+    return {
+        "model_sha256": artifact.sha256,
+        "preprocessing": json.dumps(manifest.preprocessing, sort_keys=True),
+        "segmentation": json.dumps(manifest.segmentation, sort_keys=True),
+    }
+
+
+def rows_for(batch: PreparedBatch, probs: np.ndarray) -> ResultRows:
+    """The results rows of one prepared batch: (n_ok, 4) ``probs`` spread over its n images (NaN, -1 for failures)."""
     n = len(batch.images)
     all_probs = np.full((n, len(CLASS_NAMES)), np.nan, dtype=np.float32)
     labels = np.full(n, -1, dtype=np.int8)
@@ -211,12 +222,7 @@ def run(config: RunConfig, progress: ProgressCallback | None = None) -> RunSumma
     from allbatch.backends.select import create_backend, resolve_decoder
     from allbatch.results.writer import BackgroundWriter, ResultsWriter
 
-    manifest = artifact.manifest
-    compat = {
-        "model_sha256": artifact.sha256,
-        "preprocessing": json.dumps(manifest.preprocessing, sort_keys=True),
-        "segmentation": json.dumps(manifest.segmentation, sort_keys=True),
-    }
+    compat = compat_key(artifact)
     with create_backend(config.backend, artifact, max_batch=config.batch_size) as backend:
         decoder = resolve_decoder(config.decoder, for_backend=backend.name)
         if decoder == "dali" and backend.name == "onnxruntime":
@@ -274,7 +280,7 @@ def _consume(
         batch = work.batch
         n_ok = len(batch.ok_positions)
         probs = backend.infer(batch.inputs) if n_ok else np.zeros((0, len(CLASS_NAMES)), dtype=np.float32)
-        background.submit(_rows_for(batch, probs))
+        background.submit(rows_for(batch, probs))
         superseded.extend(work.superseded_rows)
         summary.processed += len(batch.images)
         summary.ok += n_ok

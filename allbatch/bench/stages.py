@@ -5,7 +5,6 @@ JSON-serialisable raw timings (seconds per timed repeat); ``runner`` turns them 
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import shutil
@@ -25,11 +24,10 @@ from allbatch.decode import DecodeFailure, decode_rgb
 from allbatch.discover import DiscoveredFile, discover
 from allbatch.errors import UserInputError
 from allbatch.manifest import ModelArtifact, load_model_artifact
-from allbatch.pipeline import RunConfig, make_preparer, run
+from allbatch.pipeline import RunConfig, compat_key, make_preparer, rows_for, run
 from allbatch.preprocess import blank_bottom_band, normalise_pair, resize_rgb
 from allbatch.read import read_encoded
 from allbatch.records import EncodedImage, PreparedBatch, Preparer
-from allbatch.results.rows import ResultRows
 from allbatch.segment import segment
 from allbatch.status import ImageStatus
 
@@ -64,35 +62,6 @@ def _create_backend(spec: MeasureSpec, artifact: ModelArtifact) -> Backend:
     from allbatch.backends.select import create_backend
 
     return create_backend(spec.backend, artifact, max_batch=spec.batch_size, precision=spec.precision)
-
-
-def _compat(artifact: ModelArtifact) -> dict[str, Any]:
-    manifest = artifact.manifest
-    return {
-        "model_sha256": artifact.sha256,
-        "preprocessing": json.dumps(manifest.preprocessing, sort_keys=True),
-        "segmentation": json.dumps(manifest.segmentation, sort_keys=True),
-    }
-
-
-def rows_for(batch: PreparedBatch, probs: npt.NDArray[np.float32]) -> ResultRows:
-    """The results rows of one prepared batch: (n_ok, 4) ``probs`` spread over its n images (NaN, -1 for failures)."""
-    n = len(batch.images)
-    all_probs = np.full((n, len(CLASS_NAMES)), np.nan, dtype=np.float32)
-    labels = np.full(n, -1, dtype=np.int8)
-    ok = batch.ok_positions
-    if ok:
-        all_probs[ok] = probs
-        labels[ok] = probs.argmax(axis=1).astype(np.int8)
-    return ResultRows(
-        paths=[image.relpath for image in batch.images],
-        sha256=[image.sha256 for image in batch.images],
-        status=np.array([int(image.status) for image in batch.images], dtype=np.int8),
-        errors=[image.error for image in batch.images],
-        probs=all_probs,
-        labels=labels,
-        mask_fraction=batch.mask_fraction.astype(np.float32),
-    )
 
 
 def _prepare_serial(images: list[EncodedImage], artifact: ModelArtifact, clock: StageClock) -> PreparedBatch:
@@ -145,7 +114,7 @@ def _stage_pass(
     output = Path(spec.workdir) / f"stages-b{spec.batch_size}.h5"
     with ExitStack() as stack:
         writer = stack.enter_context(
-            ResultsWriter.open(output, mode="overwrite", provenance=provenance, compat=_compat(artifact), expected_rows=len(files))
+            ResultsWriter.open(output, mode="overwrite", provenance=provenance, compat=compat_key(artifact), expected_rows=len(files))
         )
         for start in range(0, len(files), spec.batch_size):
             chunk = files[start : start + spec.batch_size]

@@ -6,8 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from allbatch import CLASS_NAMES
-from allbatch.manifest import ModelManifest, manifest_path_for, sha256_of_file
 from allbatch.preprocess import Preprocessing
 from allbatch.segment import SegmentationParams
 
@@ -23,7 +21,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch = pytest.importorskip("torch", reason="exporting the tiny model needs torch")
     from allbatch.model.config import TINY
     from allbatch.model.network import TwoChannelNet
-    from allbatch.model.onnx_io import OPSET, export_onnx
+    from allbatch.model.onnx_io import export_model_artifact
 
     torch.manual_seed(0)
     net = TwoChannelNet(TINY).eval()
@@ -38,16 +36,5 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
         net.head[1].bias.uniform_(-0.5, 0.5)
     prep, seg = Preprocessing(), SegmentationParams()
     path = tmp_path_factory.mktemp("tiny_model") / "tiny.onnx"
-    export_onnx(net, path, prep.size)
-    manifest = ModelManifest(
-        name=TINY.name,
-        class_names=list(CLASS_NAMES),
-        architecture=TINY.to_dict(),
-        preprocessing=prep.to_dict(),
-        segmentation=seg.to_dict(),
-        onnx_sha256=sha256_of_file(path),
-        input_shape=["N", 2, 3, prep.size, prep.size],
-        opset=OPSET,
-    )
-    manifest_path_for(path).write_text(manifest.to_json(), encoding="utf-8")
+    export_model_artifact(net, path, prep, seg)
     return path

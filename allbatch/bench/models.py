@@ -7,9 +7,8 @@ import logging
 import tempfile
 from pathlib import Path
 
-from allbatch import CLASS_NAMES
 from allbatch.errors import ModelError
-from allbatch.manifest import DEFAULT_MODEL, ModelArtifact, ModelManifest, load_model_artifact, manifest_path_for, sha256_of_file
+from allbatch.manifest import DEFAULT_MODEL, ModelArtifact, load_model_artifact, manifest_path_for
 from allbatch.model.config import DENSENET201, ModelConfig
 from allbatch.preprocess import Preprocessing
 from allbatch.segment import SegmentationParams
@@ -33,26 +32,14 @@ def untrained_model(config: ModelConfig = DENSENET201, cache_dir: Path = DEFAULT
     import torch
 
     from allbatch.model.network import TwoChannelNet
-    from allbatch.model.onnx_io import OPSET, export_onnx
+    from allbatch.model.onnx_io import export_model_artifact
 
     cache_dir.mkdir(parents=True, exist_ok=True)
     log.info("exporting an untrained %s to %s (once; takes a minute for DenseNet201)", config.name, path)
     torch.manual_seed(0)
     net = TwoChannelNet(config).eval()
     prep, seg = Preprocessing(), SegmentationParams()
-    export_onnx(net, path, prep.size)
-    manifest = ModelManifest(
-        name=config.name,
-        class_names=list(CLASS_NAMES),
-        architecture=config.to_dict(),
-        preprocessing=prep.to_dict(),
-        segmentation=seg.to_dict(),
-        onnx_sha256=sha256_of_file(path),
-        input_shape=["N", 2, 3, prep.size, prep.size],
-        opset=OPSET,
-        training={"weights": UNTRAINED_NOTE},
-    )
-    manifest_path_for(path).write_text(manifest.to_json(), encoding="utf-8")
+    export_model_artifact(net, path, prep, seg, training={"weights": UNTRAINED_NOTE})
     return path
 
 

@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 import torch
 from onnx import helper, numpy_helper
 
+from allbatch import CLASS_NAMES
+from allbatch.manifest import ModelManifest, manifest_path_for, sha256_of_file
 from allbatch.model.network import ProbabilityNet, TwoChannelNet
+from allbatch.preprocess import Preprocessing
+from allbatch.segment import SegmentationParams
 
 FP16_SUFFIX = ".fp16"
 OPSET = 18
@@ -114,3 +119,29 @@ def state_dict_from_onnx(model: onnx.ModelProto, net: TwoChannelNet) -> dict[str
             raise KeyError(f"parameter {key} has shape {values.shape} in ONNX, {tuple(reference.shape)} in the network")
         state[key] = torch.from_numpy(values.copy())
     return state
+
+
+def export_model_artifact(
+    net: TwoChannelNet,
+    path: Path,
+    prep: Preprocessing,
+    seg: SegmentationParams,
+    training: dict[str, Any] | None = None,
+    validation: dict[str, Any] | None = None,
+) -> ModelManifest:
+    """Export ``net`` to ``path`` (fp16-weight ONNX) and write its manifest beside it; returns the manifest."""
+    export_onnx(net, path, prep.size)
+    manifest = ModelManifest(
+        name=net.config.name,
+        class_names=list(CLASS_NAMES),
+        architecture=net.config.to_dict(),
+        preprocessing=prep.to_dict(),
+        segmentation=seg.to_dict(),
+        onnx_sha256=sha256_of_file(path),
+        input_shape=["N", 2, 3, prep.size, prep.size],
+        opset=OPSET,
+        training=training or {},
+        validation=validation or {},
+    )
+    manifest_path_for(path).write_text(manifest.to_json() + "\n", encoding="utf-8")
+    return manifest

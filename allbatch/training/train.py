@@ -21,10 +21,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from allbatch import CLASS_NAMES
-from allbatch.manifest import ModelManifest, sha256_of_file
 from allbatch.model.config import DENSENET201, TINY, ModelConfig
 from allbatch.model.network import TwoChannelNet
-from allbatch.model.onnx_io import OPSET, export_onnx
+from allbatch.model.onnx_io import export_model_artifact
 from allbatch.preprocess import Preprocessing
 from allbatch.segment import SegmentationParams
 from allbatch.training.augment import AugmentConfig
@@ -202,17 +201,12 @@ def train(config: TrainConfig) -> Path:
     net = net.to(memory_format=torch.contiguous_format)
     out = Path(config.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    export_onnx(net, out, prep.size)
     best_row = max((row for row in history if row["size"] == prep.size), key=lambda row: row["accuracy"], default=history[-1])
-    manifest = ModelManifest(
-        name=model_config.name,
-        class_names=list(CLASS_NAMES),
-        architecture=model_config.to_dict(),
-        preprocessing=prep.to_dict(),
-        segmentation=seg.to_dict(),
-        onnx_sha256=sha256_of_file(out),
-        input_shape=["N", 2, 3, prep.size, prep.size],
-        opset=OPSET,
+    export_model_artifact(
+        net,
+        out,
+        prep,
+        seg,
         training={
             "config": asdict(config),
             "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(0),
@@ -234,7 +228,6 @@ def train(config: TrainConfig) -> Path:
             "note": "torch bf16 autocast on the validation part; see scripts/validate_model.py for ONNX figures",
         },
     )
-    out.with_suffix(".json").write_text(manifest.to_json() + "\n")
     log.info("exported %s (%.1f MB)", out, out.stat().st_size / 1e6)
     return out
 

@@ -38,6 +38,7 @@ def env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_loses_no_committed_row(tmp_path: Path) -> None:
     n_images = 40_000  # about 4 s of appends in batches of 1..48 rows here, more than the 5 delays add up to
     expected = Expected(n_images)
@@ -76,6 +77,7 @@ def test_sigkill_at_random_moments_loses_no_committed_row(tmp_path: Path) -> Non
     assert not list(tmp_path.glob(".*allbatch-tmp")), "a killed run's temporary file was not cleaned up"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("strace") is None, reason="strace is needed to record the writer's system calls")
 def test_every_crash_point_in_the_write_log_keeps_committed_rows(tmp_path: Path) -> None:
     first, total, redo = 1300, 1400, 3  # crosses a chunk boundary (1024 rows), supersedes, resumes

@@ -381,6 +381,17 @@ def test_large_provenance_values_are_kept(tmp_path: Path) -> None:
     assert read_results(out).attrs["model_manifest"]["name"] == "tiny"
 
 
+def test_a_second_writer_on_the_same_file_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "r.h5"
+    with open_writer(out) as writer:
+        writer.append(rows_for([0]))
+        with pytest.raises(UserInputError, match="another allbatch run is writing"):
+            open_writer(out, "resume")
+        writer.append(rows_for([1]))
+    write_images(out, [2], mode="resume")  # free again once closed
+    assert stored_paths(out) == [image_path(i) for i in range(3)]
+
+
 def test_a_missing_output_folder_is_a_user_error(tmp_path: Path) -> None:
     with pytest.raises(UserInputError, match="does not exist"):
         open_writer(tmp_path / "nope" / "r.h5")

@@ -1,8 +1,10 @@
 """The results.h5 layout: dataset names, dtypes, the two on-disk layouts, and root attributes.
 
 ```
-/ attrs              schema_version, allbatch_version, created_utc, updated_utc, runs, class_names,
-                     compat (JSON), json_attrs (names of attributes stored as JSON), provenance...
+/ attrs              schema_version, allbatch_version, created_utc, updated_utc, runs, run_history,
+                     class_names (string array), compat (JSON: what a resume must match),
+                     json_attrs / large_attrs (JSON lists of attribute names stored as JSON / in
+                     /meta/attrs), and the caller's provenance (argv, backend, device, model...)
 /meta/n_committed    int64 (1,)        rows [0, n_committed) are complete; later rows mean nothing
 /images/path         vlen utf-8 (N,)   relative to the input root, POSIX separators
 /images/sha256       S64 (N,)          hex sha256 of the bytes read, b"" when unreadable
@@ -192,8 +194,8 @@ def decode_class_names(value: Any) -> list[str]:
 
 def _encode(value: Any) -> tuple[Any, bool]:
     """(value to store, stored as JSON?) for one root attribute."""
-    if isinstance(value, np.generic):
-        value = value.item()
+    if isinstance(value, np.generic | np.ndarray):
+        value = value.tolist()
     if isinstance(value, str) or (isinstance(value, int | float) and not isinstance(value, bool)):
         return value, False
     return json.dumps(value, sort_keys=True), True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -64,6 +65,8 @@ def run_command(
         argv=list(sys.argv),
     )
     console = Console(stderr=True, quiet=quiet)
+    if quiet:  # --quiet: warnings and errors only
+        logging.getLogger("allbatch").setLevel(logging.WARNING)
     with Progress(
         TextColumn("[bold]allbatch[/]"),
         BarColumn(),

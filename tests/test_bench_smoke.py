@@ -67,7 +67,7 @@ def test_bench_writes_a_complete_report(tmp_path: Path, tiny_model: Path) -> Non
 
     env = doc["environment"]
     assert env["cpu"]["logical_cores"] and env["libraries"]["onnxruntime"] and "command" in env
-    assert "loadavg_1_5_15" in doc["machine_load"]["before"]
+    assert "loadavg_1_5_15" in doc["machine_load"]["before"] and "during_run" in doc["machine_load"]
     assert (out.parent / "smoke-stages.png").stat().st_size > 0
     assert (out.parent / "smoke-batch-sweep.png").stat().st_size > 0
     assert doc["plots"] == {"stages": "smoke-stages.png", "batch_sweep": "smoke-batch-sweep.png"}

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from allbatch.bench.environment import REPO_ROOT, collect_environment, machine_load
+from allbatch.bench.load_monitor import LoadMonitor
 from allbatch.bench.models import describe_model, resolve_bench_model
 from allbatch.bench.spec import STAGES, MeasureSpec, Task
 from allbatch.bench.targets import TargetContext, evaluate_targets
@@ -255,13 +256,14 @@ def run_bench(config: BenchConfig, progress: Progress | None = None) -> dict[str
     artifact = resolve_bench_model(config.model)
     backend, decoder, baseline_device = resolve_names(config.backend, config.decoder)
     load_before = machine_load()
-    if load_before["loadavg_1_5_15"][0] > 0.5 * (os.cpu_count() or 1):
-        log.warning("the machine is busy (load %s): timings will be low", load_before["loadavg_1_5_15"])
+    if load_before.get("busy_processes"):
+        busy = ", ".join(f"{p['command'][:60]} ({p['cpu_percent']} %)" for p in load_before["busy_processes"])
+        log.warning("other processes are busy (%s): timings will be low", busy)
     started = datetime.now(UTC)
     per_size: dict[str, Any] = {}
     baseline: dict[str, Any] | None = None
     stage_probs: list[list[float] | None] = []
-    with tempfile.TemporaryDirectory(prefix="allbatch-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="allbatch-bench-") as tmp, LoadMonitor() as monitor:
         images_dir = Path(tmp) / "images"
         stage_images(files, images_dir)
         images_info = describe_images(images_dir)
@@ -312,7 +314,7 @@ def run_bench(config: BenchConfig, progress: Progress | None = None) -> dict[str
                 "device_memory": baseline_raw["device_memory"],
                 "agreement_with_pipeline": agreement(baseline_raw["probs"], stage_probs),
             }
-    load_after = machine_load()
+    load = {"before": load_before, "during_run": monitor.report(), "after": machine_load()}
     return assemble_report(
         config,
         source,
@@ -323,7 +325,7 @@ def run_bench(config: BenchConfig, progress: Progress | None = None) -> dict[str
         per_size=per_size,
         baseline=baseline,
         started=started,
-        load=(load_before, load_after),
+        load=load,
     )
 
 
@@ -338,7 +340,7 @@ def assemble_report(
     per_size: dict[str, Any],
     baseline: dict[str, Any] | None,
     started: datetime,
-    load: tuple[dict[str, Any], dict[str, Any]],
+    load: dict[str, Any],
 ) -> dict[str, Any]:
     """The report document: config, environment, per-batch-size tables, summary ratios and targets."""
     environment = collect_environment(config.argv or list(sys.argv))
@@ -367,7 +369,7 @@ def assemble_report(
         "created_utc": started.isoformat(timespec="seconds"),
         "finished_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "environment": environment,
-        "machine_load": {"before": load[0], "after": load[1]},
+        "machine_load": load,
         "config": {
             "source": str(source),
             "limit": config.limit,

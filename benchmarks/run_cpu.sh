@@ -3,7 +3,7 @@
 #
 # Two runs, each against the naive per-image baseline on the same images and model:
 #   1. the development images (224x224): LIMIT images (default 256), batch sizes 8 and 32;
-#   2. synthetic 2048x1536 field images (made by make_large_fields.py): LARGE_LIMIT images (default 32).
+#   2. synthetic 2048x1536 field images (made by make_large_fields.py): LARGE_LIMIT images (default 48).
 # Writes benchmarks/results/<machine>-<date>.json and -large.json, each with two PNG plots beside it.
 #
 # Environment: PYTHON (default .venv/bin/python), MODEL (default: the shipped model, else an untrained
@@ -32,5 +32,5 @@ echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 if [[ ! -d "$LARGE_DIR" ]]; then
     "$PY" benchmarks/make_large_fields.py --out "$LARGE_DIR" --count 48
 fi
-"$PY" -m allbatch bench "$LARGE_DIR" "${common[@]}" --limit "${LARGE_LIMIT:-32}" "${model_args[@]}" \
+"$PY" -m allbatch bench "$LARGE_DIR" "${common[@]}" --limit "${LARGE_LIMIT:-48}" "${model_args[@]}" \
     --json "$OUT/$MACHINE-$STAMP-large.json"

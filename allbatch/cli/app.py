@@ -58,6 +58,7 @@ def _register() -> None:
         return
     _registered = True
     from allbatch.cli.bench_cmd import bench_command
+    from allbatch.cli.engine_cmd import engine_app
     from allbatch.cli.eval_cmd import eval_command
     from allbatch.cli.export_cmd import export_command
     from allbatch.cli.info_cmd import info_command
@@ -68,6 +69,7 @@ def _register() -> None:
     app.command("info")(info_command)
     app.command("bench")(bench_command)
     app.command("eval")(eval_command)
+    app.add_typer(engine_app, name="engine")
 
 
 def main() -> None:

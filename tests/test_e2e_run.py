@@ -31,6 +31,11 @@ def allbatch(*args: str, check_code: int | None = None) -> subprocess.CompletedP
     return result
 
 
+def cpu_run_args(root: Path, out: Path, model: Path, *extra: str) -> list[str]:
+    """`allbatch run` arguments for ROOT -> OUT with MODEL on ONNX Runtime and the CPU decoder."""
+    return ["run", str(root), "--out", str(out), "--model", str(model), "--backend", "onnxruntime", "--decoder", "cpu", *extra]
+
+
 def rows_by_path(path: Path) -> dict[str, tuple]:
     """{relpath: (sha256, status, error, probs, label, mask_fraction)} for committed, non-superseded rows."""
     with h5py.File(path, "r") as f:
@@ -67,16 +72,7 @@ def test_run_writes_one_correct_row_per_file(tmp_path: Path, input_folder: tuple
     root, expected = input_folder
     out = tmp_path / "results.h5"
     result = allbatch(
-        "run",
-        str(root),
-        "--out",
-        str(out),
-        "--model",
-        str(tiny_model),
-        "--backend",
-        "onnxruntime",
-        "--decoder",
-        "cpu",
+        *cpu_run_args(root, out, tiny_model),
         "--batch-size",
         "8",
         "--quiet",
@@ -110,16 +106,7 @@ def test_run_writes_one_correct_row_per_file(tmp_path: Path, input_folder: tuple
     # --resume on an unchanged folder redoes nothing and still reports the failed files
     resumed = json.loads(
         allbatch(
-            "run",
-            str(root),
-            "--out",
-            str(out),
-            "--model",
-            str(tiny_model),
-            "--backend",
-            "onnxruntime",
-            "--decoder",
-            "cpu",
+            *cpu_run_args(root, out, tiny_model),
             "--resume",
             "--quiet",
             "--json",

@@ -13,7 +13,11 @@ from allbatch.errors import ModelError
 from allbatch.preprocess import Preprocessing
 from allbatch.segment import SegmentationParams
 
-MANIFEST_FORMAT = 1
+MANIFEST_FORMAT = 2
+"""2: three graph outputs (probs, logits, features) and a temperature; format 1 had ``probs`` only."""
+OUTPUT_NAMES = ("probs", "logits", "features")
+"""The graph outputs every model has, in this order: (N, C) probabilities, (N, C) temperature-scaled
+logits, (N, F) pooled features of both channels."""
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "engines" / "allbatch-densenet201.onnx"
 """The committed reference model (engines/ in a source checkout)."""
 
@@ -32,7 +36,9 @@ class ModelManifest:
     """What a model needs to be run and trusted; written as JSON beside the ONNX file.
 
     ``input_shape`` is ``["N", 2, 3, size, size]`` (float32, normalised as ``preprocessing`` says);
-    the output is ``[N, len(class_names)]`` float32 probabilities.
+    the outputs are ``output_names``: probs and logits ``[N, len(class_names)]``, features
+    ``[N, num_features]``, all float32. ``logits`` are the head's outputs divided by ``temperature``
+    (fitted on the validation part, see ``validation["calibration"]``), and ``probs`` their softmax.
     """
 
     name: str
@@ -42,7 +48,8 @@ class ModelManifest:
     segmentation: dict[str, Any]
     onnx_sha256: str = ""
     input_name: str = "images"
-    output_name: str = "probs"
+    output_names: list[str] = field(default_factory=lambda: list(OUTPUT_NAMES))
+    temperature: float = 1.0
     input_shape: list[Any] = field(default_factory=lambda: ["N", 2, 3, 224, 224])
     weights_dtype: str = "float16"
     opset: int = 18
@@ -57,6 +64,13 @@ class ModelManifest:
     @property
     def seg(self) -> SegmentationParams:
         return SegmentationParams.from_dict(self.segmentation)
+
+    @property
+    def num_features(self) -> int:
+        """Width F of the ``features`` output: both channels' pooled features (3840 for DenseNet201)."""
+        from allbatch.model.config import ModelConfig
+
+        return 2 * ModelConfig.from_dict(self.architecture).num_features
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -107,6 +121,11 @@ def load_model_artifact(onnx_path: Path | None = None) -> ModelArtifact:
         raise ModelError(
             f"model {path} does not match its manifest (sha256 {actual[:12]}..., manifest says "
             f"{manifest.onnx_sha256[:12]}...): the file is corrupt or the manifest belongs to another model"
+        )
+    if manifest.format_version != MANIFEST_FORMAT or tuple(manifest.output_names) != OUTPUT_NAMES:
+        raise ModelError(
+            f"model {path} has manifest format {manifest.format_version} with outputs {manifest.output_names}; this allbatch needs "
+            f"format {MANIFEST_FORMAT} with outputs {list(OUTPUT_NAMES)} (re-export it with allbatch.model.onnx_io.reexport_artifact)"
         )
     if tuple(manifest.class_names) != CLASS_NAMES:
         raise ModelError(f"model classes {manifest.class_names} differ from allbatch's {list(CLASS_NAMES)}")

@@ -23,7 +23,7 @@ from typing import Any, Literal
 import numpy as np
 
 from allbatch import CLASS_NAMES, __version__
-from allbatch.backends.base import Backend
+from allbatch.backends.base import Backend, InferenceOutput
 from allbatch.discover import DiscoveredFile, SymlinkPolicy, discover
 from allbatch.errors import UserInputError
 from allbatch.manifest import ModelArtifact, load_model_artifact
@@ -131,8 +131,10 @@ def compat_key(artifact: ModelArtifact) -> dict[str, str]:
     }
 
 
-def rows_for(batch: PreparedBatch, probs: np.ndarray) -> ResultRows:
-    """The results rows of one prepared batch: (n_ok, 4) ``probs`` spread over its n images (NaN, -1 for failures)."""
+def rows_for(batch: PreparedBatch, output: InferenceOutput) -> ResultRows:
+    """The results rows of one prepared batch: the backend's output for its n_ok decoded images spread over
+    its n images (NaN probabilities and label -1 for failures)."""
+    probs = output.probs
     n = len(batch.images)
     all_probs = np.full((n, len(CLASS_NAMES)), np.nan, dtype=np.float32)
     labels = np.full(n, -1, dtype=np.int8)
@@ -279,8 +281,8 @@ def _consume(
             raise work
         batch = work.batch
         n_ok = len(batch.ok_positions)
-        probs = backend.infer(batch.inputs) if n_ok else np.zeros((0, len(CLASS_NAMES)), dtype=np.float32)
-        background.submit(rows_for(batch, probs))
+        output = backend.infer(batch.inputs) if n_ok else InferenceOutput.empty(len(CLASS_NAMES), 0)
+        background.submit(rows_for(batch, output))
         superseded.extend(work.superseded_rows)
         summary.processed += len(batch.images)
         summary.ok += n_ok

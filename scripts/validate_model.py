@@ -50,7 +50,7 @@ def inputs_for(paths: list[Path], artifact: ModelArtifact, variant: str) -> np.n
 
 def predict(artifact: ModelArtifact, inputs: np.ndarray, batch: int = 32) -> np.ndarray:
     with OnnxRuntimeBackend(artifact) as backend:
-        return np.concatenate([backend.infer(inputs[i : i + batch]) for i in range(0, len(inputs), batch)])
+        return np.concatenate([backend.infer(inputs[i : i + batch]).probs for i in range(0, len(inputs), batch)])
 
 
 def metrics(truth: np.ndarray, probs: np.ndarray) -> dict[str, object]:

@@ -25,8 +25,8 @@ def random_batch(n: int, size: int = 224, seed: int = 0) -> np.ndarray:
 def test_infer_returns_float32_probabilities_per_row(artifact: ModelArtifact) -> None:
     batch = random_batch(3)
     with OnnxRuntimeBackend(artifact, threads=1) as backend:
-        probs = backend.infer(batch)
-        one_by_one = np.concatenate([backend.infer(batch[i : i + 1]) for i in range(3)])
+        probs = backend.infer(batch).probs
+        one_by_one = np.concatenate([backend.infer(batch[i : i + 1]).probs for i in range(3)])
     assert probs.shape == (3, 4) and probs.dtype == np.float32
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     assert np.all(probs > 0)
@@ -38,13 +38,29 @@ def test_infer_returns_float32_probabilities_per_row(artifact: ModelArtifact) ->
 def test_non_contiguous_input_gives_the_same_result(artifact: ModelArtifact) -> None:
     batch = random_batch(4)
     with OnnxRuntimeBackend(artifact, threads=1) as backend:
-        np.testing.assert_array_equal(backend.infer(batch[::2]), backend.infer(np.ascontiguousarray(batch[::2])))
+        np.testing.assert_array_equal(backend.infer(batch[::2]).probs, backend.infer(np.ascontiguousarray(batch[::2])).probs)
 
 
 def test_empty_batch_gives_empty_result(artifact: ModelArtifact) -> None:
     with OnnxRuntimeBackend(artifact, threads=1) as backend:
-        probs = backend.infer(np.zeros((0, 2, 3, 224, 224), dtype=np.float32))
-    assert probs.shape == (0, 4) and probs.dtype == np.float32
+        output = backend.infer(np.zeros((0, 2, 3, 224, 224), dtype=np.float32))
+    assert output.probs.shape == (0, 4) and output.probs.dtype == np.float32
+    assert output.logits.shape == (0, 4) and output.features.shape == (0, artifact.manifest.num_features)
+
+
+def test_outputs_are_consistent(artifact: ModelArtifact) -> None:
+    """probs = softmax(logits), the head applied to the features gives the logits (times the temperature)."""
+    import onnx
+    from onnx import numpy_helper
+
+    with OnnxRuntimeBackend(artifact, threads=1) as backend:
+        output = backend.infer(random_batch(3))
+    assert output.features.shape == (3, artifact.manifest.num_features) and output.features.dtype == np.float32
+    shifted = np.exp(output.logits - output.logits.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(output.probs, shifted / shifted.sum(axis=1, keepdims=True), rtol=0, atol=1e-6)
+    weights = {init.name: numpy_helper.to_array(init).astype(np.float32) for init in onnx.load(str(artifact.onnx_path)).graph.initializer}
+    head = output.features @ weights["net.head.1.weight.fp16"].T + weights["net.head.1.bias.fp16"]
+    np.testing.assert_allclose(output.logits * artifact.manifest.temperature, head, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize(

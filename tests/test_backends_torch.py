@@ -46,13 +46,13 @@ def demo_batch(artifact: ModelArtifact) -> np.ndarray:
 @pytest.fixture(scope="module")
 def ort_probs(artifact: ModelArtifact, demo_batch: np.ndarray) -> np.ndarray:
     with OnnxRuntimeBackend(artifact, threads=1) as backend:
-        return backend.infer(demo_batch)
+        return backend.infer(demo_batch).probs
 
 
 @pytest.mark.parametrize("channels_last", [True, False])
 def test_torch_cpu_matches_onnxruntime(artifact: ModelArtifact, demo_batch: np.ndarray, ort_probs: np.ndarray, channels_last: bool) -> None:
     with TorchBackend(artifact, device="cpu", precision="fp32", channels_last=channels_last) as backend:
-        probs = backend.infer(demo_batch)
+        probs = backend.infer(demo_batch).probs
     assert probs.shape == (8, 4) and probs.dtype == np.float32 and isinstance(probs, np.ndarray)
     assert np.abs(probs - ort_probs).max() < PARITY_ATOL
     assert np.ptp(ort_probs, axis=0).max() > 1e-3, "the demo images should not all get the same probabilities"
@@ -64,14 +64,14 @@ def test_parity_check_detects_a_wrong_weight(artifact: ModelArtifact, demo_batch
         assert backend._net is not None
         with torch.no_grad():
             backend._net.backbone.features.norm5.running_mean += 0.05
-        probs = backend.infer(demo_batch)
+        probs = backend.infer(demo_batch).probs
     assert np.abs(probs - ort_probs).max() > 10 * PARITY_ATOL
 
 
 def test_torch_tensor_input_and_chunking(artifact: ModelArtifact, demo_batch: np.ndarray, ort_probs: np.ndarray) -> None:
     with TorchBackend(artifact, device="cpu", precision="fp32", max_batch=3) as backend:
-        from_numpy = backend.infer(demo_batch)  # chunks of 3, 3, 2
-        from_tensor = backend.infer(torch.from_numpy(demo_batch))
+        from_numpy = backend.infer(demo_batch).probs  # chunks of 3, 3, 2
+        from_tensor = backend.infer(torch.from_numpy(demo_batch)).probs
     assert from_numpy.shape == (8, 4)
     np.testing.assert_array_equal(from_numpy, from_tensor)
     assert np.abs(from_numpy - ort_probs).max() < PARITY_ATOL
@@ -79,7 +79,7 @@ def test_torch_tensor_input_and_chunking(artifact: ModelArtifact, demo_batch: np
 
 def test_fp16_on_cpu_stays_close(artifact: ModelArtifact, demo_batch: np.ndarray, ort_probs: np.ndarray) -> None:
     with TorchBackend(artifact, device="cpu", precision="fp16") as backend:
-        probs = backend.infer(demo_batch[:2])
+        probs = backend.infer(demo_batch[:2]).probs
     assert probs.dtype == np.float32
     assert np.abs(probs - ort_probs[:2]).max() < 5e-3
 
@@ -142,10 +142,10 @@ def test_graph_batch_size_buckets(n: int, max_batch: int, size: int) -> None:
 @requires_cuda
 def test_cuda_fp16_agrees_with_fp32_and_onnxruntime(artifact: ModelArtifact, demo_batch: np.ndarray, ort_probs: np.ndarray) -> None:
     with TorchBackend(artifact, precision="fp32") as fp32:
-        reference = fp32.infer(demo_batch)
+        reference = fp32.infer(demo_batch).probs
         details = fp32.describe()
     with TorchBackend(artifact, precision="fp16") as fp16:
-        half = fp16.infer(demo_batch)
+        half = fp16.infer(demo_batch).probs
     assert details["cuda_version"] and details["compute_capability"]
     assert np.abs(reference - ort_probs).max() < PARITY_ATOL
     assert np.abs(half - reference).max() < 5e-3
@@ -156,12 +156,12 @@ def test_cuda_fp16_agrees_with_fp32_and_onnxruntime(artifact: ModelArtifact, dem
 @requires_cuda
 def test_cuda_graphs_match_eager_for_full_and_partial_batches(artifact: ModelArtifact, demo_batch: np.ndarray) -> None:
     with TorchBackend(artifact, precision="fp32", max_batch=4) as eager:
-        expected = eager.infer(demo_batch)
+        expected = eager.infer(demo_batch).probs
     with TorchBackend(artifact, precision="fp32", max_batch=4, cuda_graphs=True) as graphed:
-        full = graphed.infer(demo_batch)  # two replays of the size-4 graph
-        partial = graphed.infer(demo_batch[:3])  # padded into the size-4 graph
-        single = graphed.infer(demo_batch[5:6])  # a size-1 graph
-        again = graphed.infer(demo_batch)
+        full = graphed.infer(demo_batch).probs  # two replays of the size-4 graph
+        partial = graphed.infer(demo_batch[:3]).probs  # padded into the size-4 graph
+        single = graphed.infer(demo_batch[5:6]).probs  # a size-1 graph
+        again = graphed.infer(demo_batch).probs
         assert sorted(graphed._graphs) == [1, 4]
     np.testing.assert_allclose(full, expected, rtol=0, atol=1e-5)
     np.testing.assert_allclose(partial, expected[:3], rtol=0, atol=1e-5)
@@ -173,9 +173,9 @@ def test_cuda_graphs_match_eager_for_full_and_partial_batches(artifact: ModelArt
 @requires_cuda
 def test_cuda_array_inputs_are_used_in_place(artifact: ModelArtifact, demo_batch: np.ndarray) -> None:
     with TorchBackend(artifact, precision="fp32") as backend:
-        expected = backend.infer(demo_batch)
+        expected = backend.infer(demo_batch).probs
         on_device = torch.from_numpy(demo_batch).cuda()
-        np.testing.assert_allclose(backend.infer(on_device), expected, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(backend.infer(on_device).probs, expected, rtol=0, atol=1e-6)
         try:
             import cupy
         except ImportError:
@@ -184,6 +184,6 @@ def test_cuda_array_inputs_are_used_in_place(artifact: ModelArtifact, demo_batch
         with stream:
             array = cupy.asarray(demo_batch)
         stream.synchronize()  # produced on another stream: finish it before handing it over (see module docs)
-        np.testing.assert_allclose(backend.infer(array), expected, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(backend.infer(array).probs, expected, rtol=0, atol=1e-6)
         with pytest.raises(InvalidBatchError, match="dtype float16"):
             backend.infer(array.astype(cupy.float16))

@@ -84,7 +84,7 @@ def demo_inputs(tiny_artifact: ModelArtifact) -> np.ndarray:
 @pytest.fixture(scope="module")
 def ort_probs(tiny_artifact: ModelArtifact, demo_inputs: np.ndarray) -> np.ndarray:
     with OnnxRuntimeBackend(tiny_artifact) as backend:
-        return backend.infer(demo_inputs)
+        return backend.infer(demo_inputs).probs
 
 
 @pytest.mark.tensorrt
@@ -96,9 +96,9 @@ def test_fp32_engine_matches_onnxruntime(
     import cupy
 
     with TensorRTBackend(tiny_artifact, precision="fp32", max_batch=4, cache_dir=tmp_path) as backend:
-        from_host = backend.infer(demo_inputs)  # 8 rows: two chunks of the 1..4 profile
+        from_host = backend.infer(demo_inputs).probs  # 8 rows: two chunks of the 1..4 profile
         on_device = cupy.asarray(demo_inputs)
-        from_device = backend.infer(on_device)
+        from_device = backend.infer(on_device).probs
         with pytest.raises(InvalidBatchError):
             backend.infer(on_device[:, 0])
         details = backend.describe()
@@ -116,7 +116,7 @@ def test_fp16_engine_is_checked_cached_and_reused(
     tiny_artifact: ModelArtifact, demo_inputs: np.ndarray, ort_probs: np.ndarray, tmp_path: Path
 ) -> None:
     with TensorRTBackend(tiny_artifact, precision="fp16", max_batch=8, cache_dir=tmp_path) as backend:
-        probs = backend.infer(demo_inputs)
+        probs = backend.infer(demo_inputs).probs
         key = backend.key
         figures = backend.describe()["fp16_agreement"]
     assert key is not None
@@ -128,10 +128,10 @@ def test_fp16_engine_is_checked_cached_and_reused(
 
     built = engine.stat().st_mtime_ns
     with TensorRTBackend(tiny_artifact, precision="fp16", max_batch=8, cache_dir=tmp_path) as again:
-        np.testing.assert_allclose(again.infer(demo_inputs), probs, atol=1e-6)
+        np.testing.assert_allclose(again.infer(demo_inputs).probs, probs, atol=1e-6)
     assert engine.stat().st_mtime_ns == built, "the cached engine must be reused"
 
     engine.write_bytes(b"garbage")  # corrupt: refused, rebuilt, and the check runs again
     with TensorRTBackend(tiny_artifact, precision="fp16", max_batch=8, cache_dir=tmp_path) as rebuilt:
-        np.testing.assert_allclose(rebuilt.infer(demo_inputs), ort_probs, atol=FP16_MAX_ABS_PROB_DIFF)
+        np.testing.assert_allclose(rebuilt.infer(demo_inputs).probs, ort_probs, atol=FP16_MAX_ABS_PROB_DIFF)
     assert engine.read_bytes() != b"garbage"

@@ -107,7 +107,7 @@ def test_reference_is_onnxruntime_fp32_in_chunks(tiny_artifact: ModelArtifact) -
     inputs = check_inputs_from_folder(DEFAULT_CHECK_IMAGES, tiny_artifact)
     probs = reference_probs(tiny_artifact, inputs, batch_size=3)  # 3 + 3 + 2 rows
     with OnnxRuntimeBackend(tiny_artifact) as backend:
-        whole = backend.infer(inputs)
+        whole = backend.infer(inputs).probs
     assert probs.shape == (8, 4) and probs.dtype == np.float32
     np.testing.assert_allclose(probs, whole, atol=1e-6)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)

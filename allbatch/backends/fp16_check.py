@@ -103,5 +103,5 @@ def reference_probs(artifact: ModelArtifact, inputs: npt.NDArray[np.float32], ba
     from allbatch.backends.ort_backend import OnnxRuntimeBackend
 
     with OnnxRuntimeBackend(artifact) as backend:
-        parts = [backend.infer(inputs[start : start + batch_size]) for start in range(0, len(inputs), batch_size)]
+        parts = [backend.infer(inputs[start : start + batch_size]).probs for start in range(0, len(inputs), batch_size)]
     return np.concatenate(parts)

@@ -12,8 +12,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
-import numpy.typing as npt
 
+from allbatch.backends.base import InferenceOutput
 from allbatch.backends.validate import InvalidBatchError, validate_batch
 from allbatch.errors import ModelError, UserInputError
 from allbatch.manifest import ModelArtifact
@@ -60,10 +60,10 @@ class OnnxRuntimeBackend:
             raise ModelError(f"onnxruntime cannot load {self.artifact.onnx_path}: {exc}") from exc
         inputs = [node.name for node in session.get_inputs()]
         outputs = [node.name for node in session.get_outputs()]
-        if inputs != [manifest.input_name] or manifest.output_name not in outputs:
+        if inputs != [manifest.input_name] or outputs != manifest.output_names:
             raise ModelError(
                 f"{self.artifact.onnx_path}: graph inputs {inputs} / outputs {outputs} differ from the manifest "
-                f"({manifest.input_name!r} -> {manifest.output_name!r})"
+                f"({manifest.input_name!r} -> {manifest.output_names})"
             )
         self._session = session
         log.debug("onnxruntime %s session on %s, providers %s", ort.__version__, self.device, session.get_providers())
@@ -72,8 +72,8 @@ class OnnxRuntimeBackend:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self._session = None  # the session frees its arena when the last reference goes
 
-    def infer(self, batch: Any) -> npt.NDArray[np.float32]:
-        """(N, 2, 3, S, S) float32 NumPy array on the host -> (N, num_classes) float32 probabilities on the host.
+    def infer(self, batch: Any) -> InferenceOutput:
+        """(N, 2, 3, S, S) float32 NumPy array on the host -> probs, logits (N, C) and features (N, F), float32 on the host.
 
         Raises:
             InvalidBatchError: not a NumPy array (e.g. a CuPy array on the GPU), wrong shape or dtype.
@@ -88,9 +88,9 @@ class OnnxRuntimeBackend:
         manifest = self.artifact.manifest
         validate_batch(batch.shape, batch.dtype.name, manifest, self.name)
         if batch.shape[0] == 0:
-            return np.zeros((0, len(manifest.class_names)), dtype=np.float32)
-        (probs,) = self._session.run([manifest.output_name], {manifest.input_name: np.ascontiguousarray(batch)})
-        return np.asarray(probs, dtype=np.float32)
+            return InferenceOutput.empty(len(manifest.class_names), manifest.num_features)
+        probs, logits, features = self._session.run(manifest.output_names, {manifest.input_name: np.ascontiguousarray(batch)})
+        return InferenceOutput(*(np.asarray(array, dtype=np.float32) for array in (probs, logits, features)))
 
     def describe(self) -> dict[str, Any]:
         """Provenance: onnxruntime version, execution providers, threads, graph optimisation level."""

@@ -24,8 +24,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
-import numpy.typing as npt
 
+from allbatch.backends.base import InferenceOutput
 from allbatch.backends.fp16_check import (
     DEFAULT_CHECK_IMAGES,
     FP16_MAX_ABS_PROB_DIFF,
@@ -144,7 +144,7 @@ class TensorRTBackend:
         self._cupy: Any = None
         self._cuda_device: Any = None  # cupy.cuda.Device
         self._stream: Any = None  # cupy.cuda.Stream
-        self._output: Any = None  # cupy.ndarray (max_batch, num_classes) in the engine's output dtype
+        self._outputs: dict[str, Any] = {}  # output name -> cupy.ndarray (max_batch, width) in the engine's output dtype
         self._logger: trt.ILogger | None = None
         self._runtime: trt.Runtime | None = None
         self._engine: trt.ICudaEngine | None = None
@@ -219,9 +219,12 @@ class TensorRTBackend:
         self._context = context
         manifest = self.artifact.manifest
         self._input_dtype = numpy_dtype(engine.get_tensor_dtype(manifest.input_name))
-        output_dtype = numpy_dtype(engine.get_tensor_dtype(manifest.output_name))
         self._stream = cupy.cuda.Stream(non_blocking=True)
-        self._output = cupy.empty((self.max_batch, self._num_classes), dtype=output_dtype)
+        widths = {"probs": self._num_classes, "logits": self._num_classes, "features": manifest.num_features}
+        self._outputs = {
+            name: cupy.empty((self.max_batch, widths[name]), dtype=numpy_dtype(engine.get_tensor_dtype(name)))
+            for name in manifest.output_names
+        }
         log.debug(
             "tensorrt %s engine on %s: %s, input %s, context memory %.1f MiB",
             self._tensorrt_version,
@@ -239,9 +242,9 @@ class TensorRTBackend:
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         inputs = [name for name in names if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT]
         outputs = [name for name in names if engine.get_tensor_mode(name) == trt.TensorIOMode.OUTPUT]
-        if inputs != [manifest.input_name] or outputs != [manifest.output_name]:
+        if inputs != [manifest.input_name] or sorted(outputs) != sorted(manifest.output_names):  # TensorRT may order outputs its way
             raise ModelError(
-                f"TensorRT engine I/O {inputs} -> {outputs} differs from the manifest ({manifest.input_name!r} -> {manifest.output_name!r})"
+                f"TensorRT engine I/O {inputs} -> {outputs} differs from the manifest ({manifest.input_name!r} -> {manifest.output_names})"
             )
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
@@ -255,7 +258,7 @@ class TensorRTBackend:
         self._engine = None
         self._runtime = None
         self._logger = None
-        self._output = None
+        self._outputs = {}
         self._stream = None
         if self._cupy is not None and self._cuda_device is not None:
             with self._cuda_device:
@@ -281,7 +284,7 @@ class TensorRTBackend:
             folder = self.check_images if self.check_images is not None else DEFAULT_CHECK_IMAGES
             inputs = check_inputs_from_folder(folder, self.artifact)
             log.info("fp16 agreement check on %d images from %s against ONNX Runtime fp32", len(inputs), folder)
-            figures = fp16_agreement(self.infer(inputs), reference_probs(self.artifact, inputs))
+            figures = fp16_agreement(self.infer(inputs).probs, reference_probs(self.artifact, inputs))
             accepted, reason = judge_fp16(figures)
             figures = {
                 **figures,
@@ -300,8 +303,8 @@ class TensorRTBackend:
 
     # -- inference --------------------------------------------------------------------------------
 
-    def infer(self, batch: Any) -> npt.NDArray[np.float32]:
-        """(N, 2, 3, S, S) float32 -> (N, num_classes) float32 probabilities on the host.
+    def infer(self, batch: Any) -> InferenceOutput:
+        """(N, 2, 3, S, S) float32 -> probs, logits (N, C) and features (N, F), float32 on the host.
 
         ``batch`` is a CuPy array (or any ``__cuda_array_interface__`` array) on this backend's GPU, used in
         place, or a NumPy array, uploaded on the backend's stream. Batches above ``max_batch`` run in chunks.
@@ -315,11 +318,9 @@ class TensorRTBackend:
         with self._cuda_device:
             x = self._as_device_array(batch)
             n = int(x.shape[0])
-            probs = np.empty((n, self._num_classes), dtype=np.float32)
-            for start in range(0, n, self.max_batch):
-                chunk = x[start : start + self.max_batch]
-                probs[start : start + chunk.shape[0]] = self._run(chunk)
-        return probs
+            manifest = self.artifact.manifest
+            parts = [self._run(x[start : start + self.max_batch]) for start in range(0, n, self.max_batch)]
+        return InferenceOutput.concat(parts) if parts else InferenceOutput.empty(self._num_classes, manifest.num_features)
 
     def _as_device_array(self, batch: Any) -> Any:
         """A validated float32 (N, 2, 3, S, S) CuPy array on this GPU, safe to read on the backend's stream."""
@@ -343,8 +344,8 @@ class TensorRTBackend:
         self._stream.wait_event(cupy.cuda.get_current_stream().record())
         return array
 
-    def _run(self, x: Any) -> npt.NDArray[np.float32]:
-        """One chunk of at most ``max_batch`` rows through the engine: (m, 2, 3, S, S) on the device -> (m, C) host."""
+    def _run(self, x: Any) -> InferenceOutput:
+        """One chunk of at most ``max_batch`` rows through the engine: (m, 2, 3, S, S) on the device -> host outputs."""
         context = self._context
         assert context is not None  # checked by infer
         cupy = self._cupy
@@ -360,12 +361,13 @@ class TensorRTBackend:
                 f"TensorRT refused input shape {tuple(tensor.shape)} (profile 1..{self.max_batch} x {sample_shape(manifest)})"
             )
         context.set_tensor_address(manifest.input_name, int(tensor.data.ptr))
-        context.set_tensor_address(manifest.output_name, int(self._output.data.ptr))
+        for name, buffer in self._outputs.items():
+            context.set_tensor_address(name, int(buffer.data.ptr))
         if not context.execute_async_v3(int(self._stream.ptr)):
             raise RuntimeError(f"TensorRT execute_async_v3 failed on {self.device}")
         # get() on our stream blocks until the copy (and so the inference) is done; `tensor` stays alive until then.
-        host = self._output[:m].get(stream=self._stream)
-        return np.asarray(host, dtype=np.float32)
+        host = {name: np.asarray(buffer[:m].get(stream=self._stream), dtype=np.float32) for name, buffer in self._outputs.items()}
+        return InferenceOutput(host["probs"], host["logits"], host["features"])
 
     def describe(self) -> dict[str, Any]:
         """Provenance: TensorRT version, device, precision, engine key and digest, fp16 agreement figures."""

@@ -29,8 +29,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self
 
 import numpy as np
-import numpy.typing as npt
 
+from allbatch.backends.base import InferenceOutput
 from allbatch.backends.validate import InvalidBatchError, sample_shape, validate_batch
 from allbatch.errors import BackendUnavailableError, ModelError, UserInputError
 from allbatch.manifest import ModelArtifact
@@ -68,24 +68,18 @@ def load_torch_model(artifact: ModelArtifact) -> TwoChannelNet:
     Raises:
         ModelError: the architecture or the weights do not fit the network.
     """
-    import onnx
-
     from allbatch.model.config import ModelConfig
-    from allbatch.model.network import TwoChannelNet
-    from allbatch.model.onnx_io import state_dict_from_onnx
+    from allbatch.model.onnx_io import load_network
 
     path = artifact.onnx_path
     try:
-        config = ModelConfig.from_dict(artifact.manifest.architecture)
+        ModelConfig.from_dict(artifact.manifest.architecture)
     except (KeyError, TypeError) as exc:
         raise ModelError(f"{path}: manifest architecture is not a ModelConfig: {exc}") from exc
-    net = TwoChannelNet(config)
     try:
-        state = state_dict_from_onnx(onnx.load(str(path)), net)
+        return load_network(path, artifact.manifest.architecture)
     except KeyError as exc:
         raise ModelError(f"{path}: weights do not fit the manifest's architecture: {exc.args[0]}") from exc
-    net.load_state_dict(state)
-    return net.eval()
 
 
 def graph_batch_size(n: int, max_batch: int) -> int:
@@ -105,7 +99,7 @@ class _CapturedGraph:
 
     graph: torch.cuda.CUDAGraph
     static_in: torch.Tensor  # (size, 2, 3, S, S) float32: rows past the real batch are zero padding
-    static_out: torch.Tensor  # (size, num_classes) float32 probabilities, overwritten by each replay
+    static_out: torch.Tensor  # (size, 2C + F) float32 [probs | logits | features], overwritten by each replay
 
 
 class TorchBackend:
@@ -206,8 +200,8 @@ class TorchBackend:
 
     # -- inference --------------------------------------------------------------------------------
 
-    def infer(self, batch: Any) -> npt.NDArray[np.float32]:
-        """(N, 2, 3, S, S) float32 -> (N, num_classes) float32 probabilities on the host.
+    def infer(self, batch: Any) -> InferenceOutput:
+        """(N, 2, 3, S, S) float32 -> probs, logits (N, C) and features (N, F), float32 on the host.
 
         ``batch`` is a NumPy array (copied to the device chunk by chunk) or a CUDA array on this
         backend's GPU (used in place; see the module docstring for stream rules).
@@ -221,8 +215,9 @@ class TorchBackend:
             raise RuntimeError("TorchBackend.infer called outside its `with` block")
         x = self._as_tensor(batch)
         n = int(x.shape[0])
+        manifest = self.artifact.manifest
         if n == 0:
-            return np.zeros((0, len(self.artifact.manifest.class_names)), dtype=np.float32)
+            return InferenceOutput.empty(len(manifest.class_names), manifest.num_features)
         device = self._torch_device
         on_device = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
         with torch.inference_mode(), on_device:
@@ -230,8 +225,9 @@ class TorchBackend:
             for start in range(0, n, self.max_batch):
                 chunk = x[start : start + self.max_batch].to(device)
                 outputs.append(self._run_graph(chunk) if self.cuda_graphs else self._forward(chunk))
-            probs = torch.cat(outputs) if len(outputs) > 1 else outputs[0]
-            return probs.to("cpu").numpy()  # a synchronising copy: the result is final when returned
+            packed = torch.cat(outputs) if len(outputs) > 1 else outputs[0]
+            # a synchronising copy: the result is final when returned
+            return InferenceOutput.from_packed(packed.to("cpu").numpy(), len(manifest.class_names))
 
     def _as_tensor(self, batch: Any) -> torch.Tensor:
         """A validated float32 (N, 2, 3, S, S) tensor: on the host for NumPy input, else where the data is."""
@@ -258,7 +254,8 @@ class TorchBackend:
         return tensor
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(n, 2, 3, S, S) float32 on the device -> (n, num_classes) float32 probabilities on the device."""
+        """(n, 2, 3, S, S) float32 on the device -> (n, 2C + F) float32 ``[probs | logits | features]`` on the
+        device (one tensor, so a CUDA graph keeps one static output; ``InferenceOutput.from_packed`` splits it)."""
         import torch
 
         net = self._net
@@ -270,8 +267,9 @@ class TorchBackend:
             dtype=next(net.parameters()).dtype,
             memory_format=torch.channels_last if self.channels_last else torch.contiguous_format,
         )
-        logits = net.forward_head(net.backbone(flat).reshape(n, -1))
-        return torch.softmax(logits.float(), dim=1)
+        features = net.backbone(flat).reshape(n, -1)
+        logits = net.forward_head(features).float() / self.artifact.manifest.temperature
+        return torch.cat([torch.softmax(logits, dim=1), logits, features.float()], dim=1)
 
     def _run_graph(self, x: torch.Tensor) -> torch.Tensor:
         """``_forward`` through a CUDA graph: copy into the static input, replay, copy the real rows out."""

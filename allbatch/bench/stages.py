@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from allbatch import CLASS_NAMES
-from allbatch.backends.base import Backend
+from allbatch.backends.base import Backend, InferenceOutput
 from allbatch.bench.spec import STAGES, MeasureSpec, warmup_count
 from allbatch.bench.timing import StageClock, device_synchronizer
 from allbatch.decode import DecodeFailure, decode_rgb
@@ -122,8 +122,8 @@ def _stage_pass(
                 images = [read_encoded(start + offset, item) for offset, item in enumerate(chunk)]
             batch = _prepare(images, artifact, preparer, clock)
             with clock.time("infer"):
-                probs = backend.infer(batch.inputs) if batch.ok_positions else np.zeros((0, len(CLASS_NAMES)), np.float32)
-            rows = rows_for(batch, probs)
+                inferred = backend.infer(batch.inputs) if batch.ok_positions else InferenceOutput.empty(len(CLASS_NAMES), 0)
+            rows = rows_for(batch, inferred)
             with clock.time("write"):
                 writer.append(rows)
             probs_out.extend(None if math.isnan(float(row[0])) else [float(v) for v in row] for row in rows.probs)

@@ -111,12 +111,24 @@ class TwoChannelNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-class ProbabilityNet(nn.Module):
-    """What is exported: the network followed by a softmax, (N, 2, 3, H, W) -> (N, num_classes) probs."""
+class ExportedNet(nn.Module):
+    """What is exported: (N, 2, 3, H, W) -> (probs, logits, features), the graph outputs of the manifest.
 
-    def __init__(self, net: TwoChannelNet) -> None:
+    ``features`` (N, 2F) are the pooled features of both channels, ``logits`` (N, C) the head's outputs
+    divided by ``temperature`` (a graph constant, fitted on validation data; 1.0 = uncalibrated), and
+    ``probs`` (N, C) their softmax. The temperature is a buffer outside ``net.``, so weights read back
+    from the graph (``state_dict_from_onnx``) are the network's own.
+    """
+
+    def __init__(self, net: TwoChannelNet, temperature: float = 1.0) -> None:
         super().__init__()
+        if not temperature > 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
         self.net = net
+        self.temperature: torch.Tensor
+        self.register_buffer("temperature", torch.tensor(float(temperature), dtype=torch.float32))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.net(x), dim=1)
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        features = self.net.forward_features(x)
+        logits = self.net.forward_head(features) / self.temperature
+        return torch.softmax(logits, dim=1), logits, features

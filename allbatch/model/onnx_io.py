@@ -17,8 +17,9 @@ import torch
 from onnx import helper, numpy_helper
 
 from allbatch import CLASS_NAMES
-from allbatch.manifest import ModelManifest, manifest_path_for, sha256_of_file
-from allbatch.model.network import ProbabilityNet, TwoChannelNet
+from allbatch.manifest import OUTPUT_NAMES, ModelManifest, manifest_path_for, sha256_of_file
+from allbatch.model.config import ModelConfig
+from allbatch.model.network import ExportedNet, TwoChannelNet
 from allbatch.preprocess import Preprocessing
 from allbatch.segment import SegmentationParams
 
@@ -26,11 +27,11 @@ FP16_SUFFIX = ".fp16"
 OPSET = 18
 
 
-def export_fp32_onnx(net: TwoChannelNet, path: Path, size: int) -> None:
-    """Export ``softmax(net(x))`` with a dynamic batch axis: input ``images`` (N, 2, 3, size, size)
-    float32, output ``probs`` (N, classes) float32. The graph is left unoptimised so that parameter
-    names survive; ONNX Runtime and TensorRT fuse it when they load it."""
-    wrapper = ProbabilityNet(net).eval()
+def export_fp32_onnx(net: TwoChannelNet, path: Path, size: int, temperature: float = 1.0) -> None:
+    """Export ``ExportedNet(net, temperature)`` with a dynamic batch axis: input ``images`` (N, 2, 3, size,
+    size) float32; outputs ``probs`` (N, C), ``logits`` (N, C) and ``features`` (N, 2F), float32. The graph
+    is left unoptimised so that parameter names survive; ONNX Runtime and TensorRT fuse it when they load it."""
+    wrapper = ExportedNet(net, temperature).eval()
     example = torch.zeros(2, 2, 3, size, size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -39,7 +40,7 @@ def export_fp32_onnx(net: TwoChannelNet, path: Path, size: int) -> None:
             (example,),
             str(path),
             input_names=["images"],
-            output_names=["probs"],
+            output_names=list(OUTPUT_NAMES),
             dynamic_shapes=({0: torch.export.Dim("N", min=1, max=4096)},),
             dynamo=True,
             optimize=False,
@@ -57,7 +58,7 @@ def convert_weights_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     casts = []
     kept = []
     for init in graph.initializer:
-        if init.data_type != onnx.TensorProto.FLOAT:
+        if init.data_type != onnx.TensorProto.FLOAT or init.name == "temperature":  # the temperature stays exact
             kept.append(init)
             continue
         values = numpy_helper.to_array(init).astype(np.float16)
@@ -80,10 +81,10 @@ def strip_debug_metadata(model: onnx.ModelProto) -> None:
         del value.metadata_props[:]
 
 
-def export_onnx(net: TwoChannelNet, path: Path, size: int) -> None:
+def export_onnx(net: TwoChannelNet, path: Path, size: int, temperature: float = 1.0) -> None:
     """Export ``net`` to ``path`` as ONNX with fp16 weights (see module docstring); checked by onnx."""
     tmp = path.with_suffix(".fp32.onnx")
-    export_fp32_onnx(net, tmp, size)
+    export_fp32_onnx(net, tmp, size, temperature)
     model = onnx.load(str(tmp))
     tmp.unlink()
     for leftover in path.parent.glob(tmp.name + "*.data"):
@@ -128,9 +129,14 @@ def export_model_artifact(
     seg: SegmentationParams,
     training: dict[str, Any] | None = None,
     validation: dict[str, Any] | None = None,
+    temperature: float = 1.0,
+    extra: dict[str, Any] | None = None,
 ) -> ModelManifest:
-    """Export ``net`` to ``path`` (fp16-weight ONNX) and write its manifest beside it; returns the manifest."""
-    export_onnx(net, path, prep.size)
+    """Export ``net`` to ``path`` (fp16-weight ONNX) and write its manifest beside it; returns the manifest.
+
+    ``extra`` sets further manifest fields by name (e.g. quality-control statistics).
+    """
+    export_onnx(net, path, prep.size, temperature)
     manifest = ModelManifest(
         name=net.config.name,
         class_names=list(CLASS_NAMES),
@@ -142,6 +148,60 @@ def export_model_artifact(
         opset=OPSET,
         training=training or {},
         validation=validation or {},
+        temperature=float(temperature),
+        **(extra or {}),
     )
     manifest_path_for(path).write_text(manifest.to_json() + "\n", encoding="utf-8")
+    return manifest
+
+
+def load_network(onnx_path: Path, architecture: dict[str, Any]) -> TwoChannelNet:
+    """``TwoChannelNet`` built from a manifest ``architecture`` with the graph's initializers as weights
+    (float32, host, eval mode); works for any manifest format, so old artifacts can be re-exported.
+
+    Raises:
+        KeyError: a parameter is missing from the graph or has another shape.
+    """
+    net = TwoChannelNet(ModelConfig.from_dict(architecture))
+    net.load_state_dict(state_dict_from_onnx(onnx.load(str(onnx_path)), net))
+    return net.eval()
+
+
+def reexport_artifact(source: Path, target: Path, temperature: float | None = None, **changes: Any) -> ModelManifest:
+    """Export the weights of the artifact at ``source`` again to ``target`` with this allbatch's graph
+    outputs and manifest format, keeping the manifest's records (training, validation, ...).
+
+    Args:
+        source: an exported ONNX file with its manifest JSON beside it (any manifest format).
+        target: where the new ONNX goes (may equal ``source``); its manifest is written beside it.
+        temperature: the logit temperature to put into the graph; ``None`` keeps the source's (1.0 if none).
+        changes: manifest fields to replace (e.g. ``validation=...``).
+    """
+    import json
+    from dataclasses import fields
+
+    data = json.loads(manifest_path_for(source).read_text(encoding="utf-8"))
+    net = load_network(source, data["architecture"])
+    keep = {f.name for f in fields(ModelManifest)} - {
+        "onnx_sha256",
+        "output_names",
+        "format_version",
+        "temperature",
+        "opset",
+        "input_shape",
+    }
+    records = {key: value for key, value in data.items() if key in keep}
+    records.update(changes)
+    temperature = float(data.get("temperature", 1.0)) if temperature is None else temperature
+    export_onnx(net, target, int(data["input_shape"][-1]), temperature)
+    manifest = ModelManifest(
+        **{
+            **records,
+            "onnx_sha256": sha256_of_file(target),
+            "input_shape": data["input_shape"],
+            "temperature": float(temperature),
+            "opset": OPSET,
+        }
+    )
+    manifest_path_for(target).write_text(manifest.to_json() + "\n", encoding="utf-8")
     return manifest

@@ -10,9 +10,8 @@ import logging
 import sys
 
 import typer
-from rich.console import Console
-from rich.logging import RichHandler
 
+from allbatch.cli.console import log_handler, print_error
 from allbatch.errors import AllbatchError
 
 EXIT_OK = 0
@@ -27,7 +26,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-err_console = Console(stderr=True)
 
 
 def _click_exception_type() -> type[Exception]:
@@ -40,10 +38,10 @@ def _click_exception_type() -> type[Exception]:
 
 
 def configure_logging(verbose: bool = False) -> None:
-    """A RichHandler on the ``allbatch`` logger only (never the root logger)."""
+    """A handler on the ``allbatch`` logger only (never the root logger): Rich on a terminal, plain lines otherwise."""
     logger = logging.getLogger("allbatch")
     if not logger.handlers:
-        logger.addHandler(RichHandler(console=err_console, show_path=False, show_time=False))
+        logger.addHandler(log_handler())
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
     logger.propagate = False
 
@@ -80,15 +78,15 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)
     except AllbatchError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        print_error(str(exc))
         sys.exit(EXIT_USER_ERROR)
     except (typer.Abort, KeyboardInterrupt):
-        err_console.print("interrupted: committed rows are kept; re-run with --resume to continue")
+        print_error("committed rows are kept; re-run with --resume to continue", prefix="interrupted")
         sys.exit(EXIT_INTERRUPTED)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except usage_error as exc:
-        err_console.print(f"[bold red]error:[/] {exc.format_message()}", highlight=False)  # type: ignore[attr-defined]
+        print_error(exc.format_message())  # type: ignore[attr-defined]
         sys.exit(EXIT_USER_ERROR)
     sys.exit(code if isinstance(code, int) else EXIT_OK)
 

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from allbatch.cli.console import make_console
 from allbatch.errors import UserInputError
 
 
@@ -65,7 +65,7 @@ def bench_command(
         decode_threads=decode_threads,
         argv=list(sys.argv),
     )
-    console = Console(stderr=True, quiet=quiet)
+    console = make_console(quiet=quiet)
     with console.status("benchmarking") as status:
         doc = run_bench(config, progress=lambda message: status.update(f"benchmarking: {message}"))
     console.print(summary_table(doc))

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from allbatch.cli.console import make_console
 from allbatch.errors import UserInputError
 
 
@@ -50,7 +50,7 @@ def eval_command(
     config = EvalConfig(labels_from_folders=labels_from_folders, class_map=tuple(class_map or ()), threshold=threshold)
     result = evaluate_results(results, config)
     json_to_stdout = json_out is not None and str(json_out) == "-"
-    console = Console(stderr=json_to_stdout, quiet=quiet)
+    console = make_console(stderr=json_to_stdout, quiet=quiet)
     console.print(render_report(result))
     if not no_png:
         written = save_confusion_png(result, png or default_png_path(results))

@@ -14,8 +14,9 @@ from allbatch.preprocess import Preprocessing
 from allbatch.segment import SegmentationParams
 
 MANIFEST_FORMAT = 1
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "engines" / "allbatch-densenet201.onnx"
-"""The committed reference model (engines/ in a source checkout)."""
+DEFAULT_MODEL = Path(__file__).resolve().parent / "engines" / "allbatch-densenet201.onnx"
+"""The committed reference model, shipped inside the package (``allbatch/engines/``, package data) so that
+a wheel or a non-editable install finds it without the source tree."""
 
 
 def sha256_of_file(path: Path) -> str:
@@ -93,7 +94,7 @@ def load_model_artifact(onnx_path: Path | None = None) -> ModelArtifact:
     """
     path = Path(onnx_path) if onnx_path is not None else DEFAULT_MODEL
     if not path.is_file():
-        hint = " (the default model ships in engines/; pass --model PATH)" if onnx_path is None else ""
+        hint = " (the default model ships in allbatch/engines/; reinstall allbatch or pass --model PATH)" if onnx_path is None else ""
         raise ModelError(f"model file not found: {path}{hint}")
     manifest_file = manifest_path_for(path)
     if not manifest_file.is_file():

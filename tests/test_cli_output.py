@@ -74,3 +74,17 @@ def test_printable_escapes_controls_bidi_and_undecodable_bytes() -> None:
     assert printable("evil\u202egpj.exe") == "evil\\u202egpj.exe"
     assert printable(os.fsdecode(b"caf\xe9.jpg")) == "caf\\xe9.jpg"
     assert printable("[Malignant] Pre-B/ümlaut.jpg") == "[Malignant] Pre-B/ümlaut.jpg"
+
+
+def test_version_flag_prints_the_package_version() -> None:
+    from allbatch import __version__
+
+    result = allbatch_piped("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"allbatch {__version__}"
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["eval"], ["export"], ["info"], ["bench"], ["engine", "build"]])
+def test_help_shows_no_bool_metavar_after_flags(command: list[str]) -> None:
+    result = allbatch_piped(*command, "--help", columns="200")
+    assert result.returncode == 0, result.stderr
+    assert "--help" in result.stdout and "<bool>" not in result.stdout and "BOOLEAN" not in result.stdout

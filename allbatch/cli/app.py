@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Annotated
 
 import typer
 
+from allbatch import __version__
 from allbatch.cli.console import log_handler, print_error
 from allbatch.errors import AllbatchError
 
@@ -25,7 +27,24 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain click help: typer's Rich help panels print a "<bool>" type after every flag, which takes no value.
+    rich_markup_mode=None,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"allbatch {__version__}")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", help="Print allbatch's version and exit.", callback=_print_version, is_eager=True)
+    ] = False,
+) -> None:
+    """Batch B-ALL subtype classification of peripheral blood smear images (HSV segmentation + two-channel DenseNet201)."""
 
 
 def _click_exception_type() -> type[Exception]:
@@ -86,6 +105,9 @@ def main() -> None:
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except usage_error as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `allbatch` alone: the help, not an error
+            typer.echo(exc.format_message())  # type: ignore[attr-defined]
+            sys.exit(EXIT_OK)
         print_error(exc.format_message())  # type: ignore[attr-defined]
         sys.exit(EXIT_USER_ERROR)
     sys.exit(code if isinstance(code, int) else EXIT_OK)

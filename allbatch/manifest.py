@@ -18,8 +18,9 @@ MANIFEST_FORMAT = 2
 OUTPUT_NAMES = ("probs", "logits", "features")
 """The graph outputs every model has, in this order: (N, C) probabilities, (N, C) temperature-scaled
 logits, (N, F) pooled features of both channels."""
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "engines" / "allbatch-densenet201.onnx"
-"""The committed reference model (engines/ in a source checkout)."""
+DEFAULT_MODEL = Path(__file__).resolve().parent / "engines" / "allbatch-densenet201.onnx"
+"""The committed reference model, shipped inside the package (``allbatch/engines/``, package data) so that
+a wheel or a non-editable install finds it without the source tree."""
 
 
 def sha256_of_file(path: Path) -> str:
@@ -107,7 +108,7 @@ def load_model_artifact(onnx_path: Path | None = None) -> ModelArtifact:
     """
     path = Path(onnx_path) if onnx_path is not None else DEFAULT_MODEL
     if not path.is_file():
-        hint = " (the default model ships in engines/; pass --model PATH)" if onnx_path is None else ""
+        hint = " (the default model ships in allbatch/engines/; reinstall allbatch or pass --model PATH)" if onnx_path is None else ""
         raise ModelError(f"model file not found: {path}{hint}")
     manifest_file = manifest_path_for(path)
     if not manifest_file.is_file():

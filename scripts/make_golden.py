@@ -1,6 +1,6 @@
 """Regenerate tests/data/golden_demo.json: the shipped model's output on the 8 shipped demo images.
 
-Run after replacing the model in engines/ (ONNX Runtime, CPU decoder). The golden test compares
+Run after replacing the model in allbatch/engines/ (ONNX Runtime, CPU decoder). The golden test compares
 labels exactly and probabilities within its stated tolerance.
 """
 

@@ -7,7 +7,7 @@ On the block-split validation part named in the manifest (training.val_files), w
 - FP16-vs-FP32 agreement: the committed ONNX (fp16 weights) against an fp32-weight export of the same
   checkpoint (argmax agreement, max abs probability difference).
 
-Usage: python scripts/validate_model.py [--model engines/allbatch-densenet201.onnx] [--checkpoint runs/train/best.pt]
+Usage: python scripts/validate_model.py [--model allbatch/engines/allbatch-densenet201.onnx] [--checkpoint runs/train/best.pt]
        [--data ../shared/data/all-kaggle/Original] [--write]
 """
 

@@ -13,7 +13,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from allbatch.cli import app as cli_app
-from allbatch.errors import AllbatchError, ResultsFileError, UserInputError
+from allbatch.errors import ResultsFileError, UserInputError
 from allbatch.results.rows import ResultRows
 from allbatch.results.writer import ResultsWriter
 from allbatch.status import ImageStatus
@@ -158,8 +158,20 @@ def test_no_labelled_images_exits_1_with_one_line(
     assert not (tmp_path / "unlabelled.confusion.png").exists()
 
 
-def test_missing_matplotlib_says_how_to_install(results_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_matplotlib_the_default_png_is_skipped_with_a_warning(results_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # makes the import raise ImportError
     result = invoke(str(results_file))
-    assert isinstance(result.exception, AllbatchError)
-    assert "pip install matplotlib" in str(result.exception)
+    assert result.exit_code == 0, result.output
+    assert "accuracy" in result.stdout
+    assert "no confusion-matrix PNG: matplotlib is not installed" in result.stderr and "pip install matplotlib" in result.stderr
+    assert not results_file.with_name("slides.confusion.png").exists()
+
+
+def test_without_matplotlib_an_explicit_png_is_refused_before_any_work(
+    results_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    result = invoke(str(results_file), "--png", str(tmp_path / "cm.png"))
+    assert isinstance(result.exception, UserInputError)
+    assert "--png needs matplotlib" in str(result.exception) and "pip install matplotlib" in str(result.exception)
+    assert "accuracy" not in result.stdout

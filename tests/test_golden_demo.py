@@ -1,7 +1,7 @@
 """The shipped model on the 8 shipped demo images: labels pinned exactly, probabilities within 1e-4.
 
 The tolerance covers ONNX Runtime versions and CPU kernels (fp32 compute on fp16-stored weights);
-regenerate with scripts/make_golden.py whenever engines/ changes (the sha256 check says so).
+regenerate with scripts/make_golden.py whenever allbatch/engines/ changes (the sha256 check says so).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from allbatch import CLASS_NAMES
 from allbatch.manifest import DEFAULT_MODEL, load_model_artifact
 
 GOLDEN = Path(__file__).resolve().parent / "data" / "golden_demo.json"
-pytestmark = pytest.mark.skipif(not DEFAULT_MODEL.is_file(), reason="no shipped model in engines/")
+pytestmark = pytest.mark.skipif(not DEFAULT_MODEL.is_file(), reason="no shipped model in allbatch/engines/")
 
 
 def test_golden_predictions_on_demo_images() -> None:
@@ -25,7 +25,7 @@ def test_golden_predictions_on_demo_images() -> None:
     from make_golden import demo_predictions
 
     golden = json.loads(GOLDEN.read_text())
-    assert golden["model_sha256"] == load_model_artifact().sha256, "engines/ changed: run scripts/make_golden.py"
+    assert golden["model_sha256"] == load_model_artifact().sha256, "allbatch/engines/ changed: run scripts/make_golden.py"
     actual = demo_predictions()
     assert sorted(actual) == sorted(golden["predictions"])
     for path, expected in golden["predictions"].items():

@@ -33,6 +33,18 @@ WARMUP_IMAGES = 8
 """Images in one warm-up pass of the baseline (it has no batches to warm up)."""
 
 
+BASELINE_MODULES = {"torch": "torch (pip install 'allbatch[train]')", "cv2": "opencv-python-headless"}
+"""What the baseline imports beyond the core install, with what to install."""
+
+
+def baseline_unavailable_reason() -> str | None:
+    """None when the baseline can run here; otherwise which of its packages are missing (core installs)."""
+    import importlib.util
+
+    missing = [hint for module, hint in BASELINE_MODULES.items() if importlib.util.find_spec(module) is None]
+    return f"it needs {' and '.join(missing)}" if missing else None
+
+
 def _load_pair(path: Path, prep: Preprocessing, seg: SegmentationParams) -> npt.NDArray[np.float32]:
     """One image -> (2, 3, S, S) float32, the notebook way: PIL, then OpenCV HSV on BGR data."""
     import cv2

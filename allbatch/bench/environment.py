@@ -43,7 +43,9 @@ def machine_load(sample_s: float = 1.0) -> dict[str, Any]:
     try:
         import psutil
     except ImportError:
-        load["busy_processes"] = "not sampled (psutil not installed)"
+        # Same type as when sampled (a list), so that readers need no special case; the reason is beside it.
+        load["busy_processes"] = []
+        load["busy_processes_not_sampled"] = "psutil not installed (pip install psutil)"
         return load
     me = psutil.Process()
     ours = {me.pid, *(child.pid for child in me.children(recursive=True))}

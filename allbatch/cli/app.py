@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.logging import RichHandler
 
+from allbatch import __version__
+from allbatch.cli.console import log_handler, print_error
 from allbatch.errors import AllbatchError
 
 EXIT_OK = 0
@@ -26,8 +27,24 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain click help: typer's Rich help panels print a "<bool>" type after every flag, which takes no value.
+    rich_markup_mode=None,
 )
-err_console = Console(stderr=True)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"allbatch {__version__}")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", help="Print allbatch's version and exit.", callback=_print_version, is_eager=True)
+    ] = False,
+) -> None:
+    """Batch B-ALL subtype classification of peripheral blood smear images (HSV segmentation + two-channel DenseNet201)."""
 
 
 def _click_exception_type() -> type[Exception]:
@@ -40,10 +57,10 @@ def _click_exception_type() -> type[Exception]:
 
 
 def configure_logging(verbose: bool = False) -> None:
-    """A RichHandler on the ``allbatch`` logger only (never the root logger)."""
+    """A handler on the ``allbatch`` logger only (never the root logger): Rich on a terminal, plain lines otherwise."""
     logger = logging.getLogger("allbatch")
     if not logger.handlers:
-        logger.addHandler(RichHandler(console=err_console, show_path=False, show_time=False))
+        logger.addHandler(log_handler())
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
     logger.propagate = False
 
@@ -80,15 +97,18 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)
     except AllbatchError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        print_error(str(exc))
         sys.exit(EXIT_USER_ERROR)
     except (typer.Abort, KeyboardInterrupt):
-        err_console.print("interrupted: committed rows are kept; re-run with --resume to continue")
+        print_error("committed rows are kept; re-run with --resume to continue", prefix="interrupted")
         sys.exit(EXIT_INTERRUPTED)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except usage_error as exc:
-        err_console.print(f"[bold red]error:[/] {exc.format_message()}", highlight=False)  # type: ignore[attr-defined]
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `allbatch` alone: the help, not an error
+            typer.echo(exc.format_message())  # type: ignore[attr-defined]
+            sys.exit(EXIT_OK)
+        print_error(exc.format_message())  # type: ignore[attr-defined]
         sys.exit(EXIT_USER_ERROR)
     sys.exit(code if isinstance(code, int) else EXIT_OK)
 

@@ -3,14 +3,15 @@ builds a BenchConfig, calls ``allbatch.bench.run_bench``, writes the report)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from allbatch.cli.console import make_console, print_warning
 from allbatch.errors import UserInputError
 
 
@@ -38,7 +39,14 @@ def bench_command(
     repeats: Annotated[int, typer.Option(help="Timed repeats per measurement (median and spread reported).")] = 3,
     warmup: Annotated[int, typer.Option(help="Untimed warm-up passes before the timed ones.")] = 1,
     limit: Annotated[int | None, typer.Option(help="Benchmark at most this many images (spread over the folder).")] = None,
-    baseline: Annotated[bool, typer.Option("--baseline/--no-baseline", help="Also time the naive per-image baseline.")] = True,
+    baseline: Annotated[
+        bool | None,
+        typer.Option(
+            "--baseline/--no-baseline",
+            help="Also time the naive per-image baseline (needs torch and OpenCV; default: when they are installed).",
+            show_default=False,
+        ),
+    ] = None,
     decode_threads: Annotated[int, typer.Option(help="Decode threads of the pipeline's preparer.")] = 2,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Write the report here (plus -stages.png and -batch-sweep.png beside it).")
@@ -49,8 +57,14 @@ def bench_command(
     """Measure images/s per stage (read, decode, segment, assemble, infer, write), infer-only and end to end
     per batch size, against the naive per-image baseline on the same images and model."""
     from allbatch.bench import BenchConfig, run_bench
+    from allbatch.bench.baseline import baseline_unavailable_reason
     from allbatch.bench.report import summary_table, write_report
 
+    baseline_missing = baseline_unavailable_reason() if baseline is not False else None
+    if baseline_missing and baseline:  # asked for by name: refuse before any work
+        raise UserInputError(f"--baseline cannot run here: {baseline_missing}")
+    if baseline_missing:
+        print_warning(f"no naive baseline: {baseline_missing}; the other measurements run")
     config = BenchConfig(
         source=src,
         model=model,
@@ -61,16 +75,21 @@ def bench_command(
         repeats=repeats,
         warmup=warmup,
         limit=limit,
-        baseline=baseline,
+        baseline=bool(baseline is not False and not baseline_missing),
         decode_threads=decode_threads,
         argv=list(sys.argv),
     )
-    console = Console(stderr=True, quiet=quiet)
+    console = make_console(quiet=quiet)
     with console.status("benchmarking") as status:
         doc = run_bench(config, progress=lambda message: status.update(f"benchmarking: {message}"))
     console.print(summary_table(doc))
     if json_out is None:
         typer.echo(json.dumps(doc, indent=1))
         return
+    if plots and importlib.util.find_spec("matplotlib") is None:  # plots are optional: the core install has no matplotlib
+        print_warning(
+            "no plots: matplotlib is not installed (pip install matplotlib, or pip install 'allbatch[bench]'); writing the JSON only"
+        )
+        plots = False
     for path in write_report(doc, json_out, plots=plots):
         console.print(f"wrote {path}", highlight=False)

@@ -13,6 +13,7 @@ from allbatch.errors import BackendUnavailableError, UserInputError
 engine_app = typer.Typer(
     help="TensorRT engines: built from the model's ONNX for this machine's GPU and cached (never committed).",
     no_args_is_help=True,
+    rich_markup_mode=None,  # plain help, as the main app (no "<bool>" after flags)
 )
 
 

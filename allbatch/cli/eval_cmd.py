@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
+from rich.text import Text
 
+from allbatch.cli.console import make_console, print_warning, printable
 from allbatch.errors import UserInputError
 
 
@@ -43,18 +44,24 @@ def eval_command(
 ) -> None:
     """Compare the predictions in RESULTS with the classes named by the images' folders."""
     from allbatch.evaluation import EvalConfig, evaluate_results
-    from allbatch.evaluation.report import render_report, save_confusion_png, to_json
+    from allbatch.evaluation.report import png_unavailable_reason, render_report, save_confusion_png, to_json
 
     if png is not None and no_png:
         raise UserInputError("--png and --no-png exclude each other")
+    png_path = None if no_png else png or default_png_path(results)
+    png_missing = png_unavailable_reason() if png_path is not None else None
+    if png_missing and png is not None:  # asked for by name: refuse before any work
+        raise UserInputError(f"--png needs matplotlib, which {png_missing.removeprefix('matplotlib ')}")
     config = EvalConfig(labels_from_folders=labels_from_folders, class_map=tuple(class_map or ()), threshold=threshold)
     result = evaluate_results(results, config)
     json_to_stdout = json_out is not None and str(json_out) == "-"
-    console = Console(stderr=json_to_stdout, quiet=quiet)
+    console = make_console(stderr=json_to_stdout, quiet=quiet)
     console.print(render_report(result))
-    if not no_png:
-        written = save_confusion_png(result, png or default_png_path(results))
-        console.print(f"confusion matrix -> {written}", highlight=False, soft_wrap=True)
+    if png_path is not None and png_missing is None:
+        written = save_confusion_png(result, png_path)
+        console.print(Text(f"confusion matrix -> {printable(str(written))}"))
+    elif png_path is not None and not quiet:  # the default PNG is optional: say why it is missing, succeed
+        print_warning(f"no confusion-matrix PNG: {png_missing}; pass --no-png to skip it")
     if json_out is not None:
         text = json.dumps(to_json(result), indent=2)
         if json_to_stdout:
@@ -64,4 +71,4 @@ def eval_command(
                 json_out.write_text(text + "\n", encoding="utf-8")
             except OSError as exc:
                 raise UserInputError(f"cannot write {json_out}: {exc.strerror or exc}") from exc
-            console.print(f"metrics -> {json_out}", highlight=False, soft_wrap=True)
+            console.print(Text(f"metrics -> {printable(str(json_out))}"))

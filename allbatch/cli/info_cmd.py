@@ -6,7 +6,8 @@ import json
 from typing import Annotated
 
 import typer
-from rich.console import Console
+
+from allbatch.cli.console import make_console
 
 
 def info_command(
@@ -19,4 +20,4 @@ def info_command(
     if json_output:
         typer.echo(json.dumps(info, indent=2, sort_keys=True))
     else:
-        Console().print(render_info(info))
+        make_console(stderr=False).print(render_info(info))

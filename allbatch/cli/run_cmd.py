@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from allbatch.cli.console import make_console
 from allbatch.errors import UserInputError
 from allbatch.pipeline import RunConfig, RunSummary, run
 
@@ -64,7 +64,7 @@ def run_command(
         symlinks="skip" if symlinks == "skip" else "follow",
         argv=list(sys.argv),
     )
-    console = Console(stderr=True, quiet=quiet)
+    console = make_console(quiet=quiet)
     if quiet:  # --quiet: warnings and errors only
         logging.getLogger("allbatch").setLevel(logging.WARNING)
     with Progress(

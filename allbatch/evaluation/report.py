@@ -173,6 +173,19 @@ def to_json(result: EvaluationResult) -> dict[str, Any]:
     }
 
 
+PNG_EXTRA_HINT = "pip install matplotlib, or pip install 'allbatch[plots]'"
+
+
+def png_unavailable_reason() -> str | None:
+    """None when the confusion-matrix PNG can be drawn here; otherwise why not, with the install hint.
+    The PNG is optional: the core install has no matplotlib."""
+    try:
+        from matplotlib.figure import Figure  # noqa: F401 - only checking that it imports
+    except ImportError:
+        return f"matplotlib is not installed ({PNG_EXTRA_HINT})"
+    return None
+
+
 def save_confusion_png(result: EvaluationResult, path: Path) -> Path:
     """Write the confusion matrix as a PNG: counts and row percentages in the cells, class names on
     both axes, accuracy and screening numbers in the title. Returns ``path``.
@@ -183,7 +196,7 @@ def save_confusion_png(result: EvaluationResult, path: Path) -> Path:
         # A bare Figure (not pyplot): no global backend switch, no window, nothing left open.
         from matplotlib.figure import Figure
     except ImportError as exc:
-        raise AllbatchError("the confusion-matrix PNG needs matplotlib: pip install matplotlib (or pass --no-png)") from exc
+        raise AllbatchError(f"the confusion-matrix PNG needs matplotlib: {PNG_EXTRA_HINT} (or pass --no-png)") from exc
     mc, sc = result.multiclass, result.screening
     cm = mc.confusion
     k = len(mc.class_names)

@@ -36,7 +36,7 @@ log = logging.getLogger("allbatch.train")
 @dataclass
 class TrainConfig:
     data_root: str = "../shared/data/all-kaggle/Original"
-    out: str = "engines/allbatch-densenet201.onnx"
+    out: str = "allbatch/engines/allbatch-densenet201.onnx"
     arch: str = "densenet201"
     seed: int = 20221
     block_size: int = 25

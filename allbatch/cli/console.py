@@ -1,0 +1,95 @@
+"""Terminal output at the CLI edge: one place decides how text reaches stdout/stderr.
+
+Two rules hold for everything the commands print:
+
+- **No hard wraps.** Rich wraps at the terminal width, and at 80 columns (or ``$COLUMNS``) when the
+  stream is a pipe or a log file, which turns a one-line error into several lines that scripts and
+  ``grep`` cannot match. Every console made here has ``soft_wrap=True`` (lines are never broken by
+  Rich; a terminal still folds long lines visually) and errors are written as one line.
+- **Untrusted text is shown, never interpreted.** File names and error messages can hold Rich
+  markup (``[Malignant] Pre-B`` is a real folder name) and control characters (ESC sequences, CR,
+  bidi overrides, lone surrogates from undecodable names); ``printable`` escapes the latter, and such
+  text is passed as ``rich.text.Text`` (never parsed as markup).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from typing import TextIO
+
+from rich.console import Console
+from rich.text import Text
+
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]")
+"""C0/C1 controls, zero-width and direction marks, line/paragraph separators, bidi embeddings and
+isolates, and surrogates (``os.fsdecode`` maps undecodable bytes to U+DC80..U+DCFF)."""
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that was not valid UTF-8 in a file name: show the byte
+        return f"\\x{code - 0xDC00:02x}"
+    if code <= 0xFF:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}"
+
+
+def printable(text: str) -> str:
+    """``text`` with every control, invisible-direction and surrogate character written as an escape
+    (``\\x1b``, ``\\u202e``; an undecodable file-name byte as ``\\xNN``): safe for any terminal, one line."""
+    return _UNSAFE.sub(_escape, text)
+
+
+def make_console(*, stderr: bool = True, quiet: bool = False) -> Console:
+    """A Rich console that never hard-wraps printed text (tables still fit the width)."""
+    return Console(stderr=stderr, quiet=quiet, soft_wrap=True, highlight=False)
+
+
+def print_error(message: str, *, prefix: str = "error") -> None:
+    """Write ``prefix: message`` to stderr as exactly one line, whatever the terminal width or stream."""
+    make_console().print(Text.assemble((f"{prefix}:", "bold red"), " ", printable(message)))
+
+
+def print_warning(message: str) -> None:
+    """Write ``warning: message`` to stderr as exactly one line."""
+    make_console().print(Text.assemble(("warning:", "bold yellow"), " ", printable(message)))
+
+
+class _PrintableFormatter(logging.Formatter):
+    """Escapes control characters in the log message (file names reach it); tracebacks keep their lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's own method name
+        record.message = printable(record.message)
+        return super().formatMessage(record)
+
+
+class _CurrentStderrHandler(logging.StreamHandler):
+    """A StreamHandler on whatever ``sys.stderr`` is when a record is emitted (tests swap it)."""
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:  # StreamHandler.__init__ assigns it; the property wins
+        pass
+
+
+def stderr_is_terminal() -> bool:
+    isatty = getattr(sys.stderr, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def log_handler() -> logging.Handler:
+    """A RichHandler when stderr is a terminal; otherwise plain timestamped lines (log files, pipes)."""
+    if stderr_is_terminal():
+        from rich.logging import RichHandler
+
+        handler: logging.Handler = RichHandler(console=make_console(), show_path=False, show_time=False)
+        handler.setFormatter(_PrintableFormatter("%(message)s"))
+        return handler
+    handler = _CurrentStderrHandler()
+    handler.setFormatter(_PrintableFormatter("%(asctime)s allbatch %(levelname)s: %(message)s", datefmt="%Y-%m-%d %H:%M:%S"))
+    return handler

@@ -62,3 +62,22 @@ def test_an_unfinished_run_is_warned_about_and_a_finished_one_is_not(tmp_path: P
         assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
         warned = "did not finish" in result.stderr and "--resume" in result.stderr  # type: ignore[attr-defined]
         assert warned is (not finished)
+
+
+def test_eval_shows_file_names_escaped(tmp_path: Path) -> None:
+    path = tmp_path / "r.h5"
+    names = ["Benign/a.jpg", "Early/\x1b[2Jevil\u202e.jpg"]
+    rows = ResultRows(
+        paths=names,
+        sha256=[hashlib.sha256(p.encode()).hexdigest() for p in names],
+        status=np.array([0, 1], dtype=np.int8),
+        errors=["", "cannot identify image file"],
+        probs=np.array([[0.7, 0.1, 0.1, 0.1], [np.nan] * 4], dtype=np.float32),
+        labels=np.array([0, -1], dtype=np.int8),
+        mask_fraction=np.array([0.1, np.nan], dtype=np.float32),
+    )
+    with ResultsWriter.open(path, mode="new", provenance={}, compat={}) as writer:
+        writer.append(rows)
+    result = invoke("eval", str(path), "--no-png")
+    assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
+    assert "Early/\\x1b[2Jevil\\u202e.jpg" in result.stdout and "\x1b" not in result.stdout  # type: ignore[attr-defined]

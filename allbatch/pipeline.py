@@ -24,11 +24,13 @@ import numpy as np
 
 from allbatch import CLASS_NAMES, __version__
 from allbatch.backends.base import Backend, InferenceOutput
-from allbatch.discover import DiscoveredFile, SymlinkPolicy, discover
+from allbatch.discover import IMAGE_EXTENSIONS, DiscoveredFile, SymlinkPolicy, discover
 from allbatch.errors import UserInputError
 from allbatch.manifest import ModelArtifact, load_model_artifact
+from allbatch.model_fit import check_model_fits
 from allbatch.read import read_encoded
 from allbatch.records import EncodedImage, PreparedBatch, Preparer
+from allbatch.results.preflight import check_output
 from allbatch.results.rows import ResultRows
 from allbatch.status import FAILED_STATUSES, ImageStatus
 
@@ -37,6 +39,15 @@ log = logging.getLogger("allbatch.pipeline")
 WriteMode = Literal["new", "resume", "overwrite"]
 QUEUE_DEPTH = 3
 """Prepared batches waiting for the backend: enough to hide decode jitter, small enough to bound memory."""
+INFER_CHUNK_SECONDS = 2.0
+"""Longest an inference call should take where the device allows. A batch is inferred in chunks sized
+from the measured speed; each chunk's rows are committed and reported before the next, so on a slow
+device (a 2-core CPU runs the shipped model at ~8 img/s) progress, commits and a stop request come
+every ~2 s instead of once per 64-image batch (8 s). Fast devices get whole batches."""
+FIRST_CHUNK = 4
+"""Images in the first inference call of a run, before any speed is measured."""
+POLL_SECONDS = 0.2
+"""How often the consumer, while waiting for a prepared batch, looks whether a stop was requested."""
 
 
 @dataclass
@@ -53,13 +64,18 @@ class RunConfig:
     symlinks: SymlinkPolicy = "follow"
     decode_threads: int = 2
     argv: list[str] = field(default_factory=list)
+    infer_chunk_seconds: float | None = INFER_CHUNK_SECONDS
+    """See INFER_CHUNK_SECONDS; None infers whole batches (the benchmark's batch-size sweep)."""
 
 
 @dataclass
 class RunSummary:
     """What a run did. ``ok``/``failed`` count every discovered file, including those skipped because an
-    earlier run committed them (so a resumed run still reports failures); ``failed_examples`` lists at
-    most 20 (path, status, error)."""
+    earlier run committed them (so a resumed run still reports failures); ``processed`` (and the rate)
+    counts only the images run through the model now, ``skipped`` the committed ones not redone.
+    ``failed_examples`` lists at most 20 (path, status, error). ``interrupted``: a stop was requested and
+    honoured (committed rows kept, the file left in its working layout for ``--resume``).
+    ``class_counts``: images of this run's files (processed or skipped) per predicted class."""
 
     output: str
     discovered: int
@@ -72,6 +88,8 @@ class RunSummary:
     decoder: str
     device: str
     failed_examples: list[tuple[str, str, str]] = field(default_factory=list)
+    interrupted: bool = False
+    class_counts: dict[str, int] = field(default_factory=dict)
 
     @property
     def images_per_second(self) -> float:
@@ -83,14 +101,66 @@ class RunSummary:
 
 @dataclass
 class _Work:
-    """One prepared batch plus the older rows that its files replace (changed since the last run)."""
+    """One prepared batch plus the older rows that its files replace (changed since the last run):
+    ``superseded_rows`` maps a position in the batch to the committed row that image replaces."""
 
     batch: PreparedBatch
-    superseded_rows: list[int]
+    superseded_rows: dict[int, int]
 
 
-ProgressCallback = Callable[[int, int], None]
-"""Called with (images handled so far, images to handle) after each batch."""
+@dataclass(frozen=True)
+class RunProgress:
+    """Where a run stands, reported after each committed chunk.
+
+    ``processed``: images run through the model by this run; ``skipped``: files an earlier run
+    committed (not redone); ``total``: discovered files; ``seconds``: since the model was ready.
+    The rate and the ETA use ``processed`` only, so a resumed run's skipped files do not inflate them.
+    """
+
+    processed: int
+    skipped: int
+    total: int
+    seconds: float
+
+    @property
+    def handled(self) -> int:
+        return self.processed + self.skipped
+
+    @property
+    def images_per_second(self) -> float | None:
+        return self.processed / self.seconds if self.processed and self.seconds > 0 else None
+
+    @property
+    def eta_seconds(self) -> float | None:
+        rate = self.images_per_second
+        return (self.total - self.handled) / rate if rate else None
+
+
+ProgressCallback = Callable[[RunProgress], None]
+"""Called after each committed chunk of images."""
+
+
+def next_chunk_size(seconds_per_image: float | None, batch_size: int, target_seconds: float | None) -> int:
+    """Images in the next inference call: what ``target_seconds`` allows at the last measured speed,
+    rounded down to a power of two (few distinct shapes for TensorRT profiles and CUDA graphs), within
+    1..``batch_size``; ``FIRST_CHUNK`` before any measurement; ``batch_size`` when ``target_seconds`` is None."""
+    if target_seconds is None:
+        return batch_size
+    if seconds_per_image is None:
+        return min(batch_size, FIRST_CHUNK)
+    fits = int(target_seconds / seconds_per_image) if seconds_per_image > 0 else batch_size
+    if fits >= batch_size:
+        return batch_size
+    return max(1, 1 << (max(fits, 1).bit_length() - 1))
+
+
+def slice_batch(batch: PreparedBatch, start: int, stop: int) -> PreparedBatch:
+    """Images [start, stop) of ``batch`` as a batch of their own; ``inputs`` is sliced (a view, host or
+    device) to the OK images among them, which are contiguous rows of the batch's inputs."""
+    ok = batch.ok_positions
+    first = sum(1 for i in ok if i < start)
+    last = sum(1 for i in ok if i < stop)
+    return PreparedBatch(images=batch.images[start:stop], inputs=batch.inputs[first:last], mask_fraction=batch.mask_fraction[start:stop])
 
 
 def library_versions() -> dict[str, str]:
@@ -167,12 +237,14 @@ class _Producer(threading.Thread):
         self.skipped = 0
         self.skipped_ok = 0
         self.skipped_failed: list[tuple[str, str, str]] = []
+        self.skipped_rows: list[int] = []
+        """Committed rows of the skipped files (their predicted classes go into the summary)."""
 
-    def _batches(self) -> Iterator[tuple[list[EncodedImage], list[int]]]:
+    def _batches(self) -> Iterator[tuple[list[EncodedImage], dict[int, int]]]:
         from allbatch.results.resume import plan
 
         pending: list[EncodedImage] = []
-        superseded: list[int] = []
+        superseded: dict[int, int] = {}
         for index, item in enumerate(self.files):
             if self.stop.is_set():
                 return
@@ -180,6 +252,7 @@ class _Producer(threading.Thread):
             action = plan(self.committed, image.relpath, image.sha256)
             if action == "skip":
                 self.skipped += 1
+                self.skipped_rows.append(self.committed[image.relpath].row)
                 status = ImageStatus(int(self.committed[image.relpath].status))
                 if status in FAILED_STATUSES:
                     self.skipped_failed.append((image.relpath, status.name.lower(), "committed by an earlier run"))
@@ -187,11 +260,11 @@ class _Producer(threading.Thread):
                     self.skipped_ok += 1
                 continue
             if action == "redo":
-                superseded.append(self.committed[image.relpath].row)
+                superseded[len(pending)] = self.committed[image.relpath].row
             pending.append(image)
             if len(pending) == self.batch_size:
                 yield pending, superseded
-                pending, superseded = [], []
+                pending, superseded = [], {}
         if pending:
             yield pending, superseded
 
@@ -214,12 +287,26 @@ class _Producer(threading.Thread):
             self._put(exc)
 
 
-def run(config: RunConfig, progress: ProgressCallback | None = None) -> RunSummary:
-    """Run the whole job. Raises AllbatchError for user-facing problems before anything is written."""
+def run(config: RunConfig, progress: ProgressCallback | None = None, stop: threading.Event | None = None) -> RunSummary:
+    """Run the whole job. Raises AllbatchError for user-facing problems before anything is written.
+
+    Order: the cheap checks first (options, SRC and its files, the output path and its lock, the model
+    artifact and whether it fits allbatch), then the inference runtime and device, then the results file.
+    ``stop``: when set (the CLI sets it on SIGINT/SIGTERM) the run stops after the chunk in flight: its
+    rows and every queued row are committed, the file is left in its working layout for ``--resume``,
+    and the summary says ``interrupted``.
+    """
+    stop = stop or threading.Event()
     if config.batch_size < 1:
         raise UserInputError(f"--batch-size must be at least 1, got {config.batch_size}")
     files = discover(config.source, config.symlinks)
+    if not files:
+        raise UserInputError(
+            f"no images found under {config.source} (looked for {' '.join(sorted(IMAGE_EXTENSIONS))} in every subfolder); nothing written"
+        )
+    check_output(config.output, config.mode)
     artifact = load_model_artifact(config.model)
+    check_model_fits(artifact)
 
     from allbatch.backends.select import create_backend, resolve_decoder
     from allbatch.results.writer import BackgroundWriter, ResultsWriter
@@ -229,6 +316,10 @@ def run(config: RunConfig, progress: ProgressCallback | None = None) -> RunSumma
         decoder = resolve_decoder(config.decoder, for_backend=backend.name)
         if decoder == "dali" and backend.name == "onnxruntime":
             raise UserInputError("--decoder dali leaves images on the GPU, but onnxruntime runs on the host: use --decoder cpu or dali-cpu")
+        summary = RunSummary(str(config.output), len(files), 0, 0, 0, 0, 0.0, backend.name, decoder, backend.device)
+        if stop.is_set():  # stopped while the model loaded: nothing is written
+            summary.interrupted = True
+            return summary
         started = time.perf_counter()  # after the model is loaded: img/s measures the images, not start-up
         provenance = _provenance(config, artifact, backend, decoder)
         log.info(
@@ -244,55 +335,120 @@ def run(config: RunConfig, progress: ProgressCallback | None = None) -> RunSumma
             preparer = make_preparer(decoder, artifact, config)
             background = BackgroundWriter(writer)
             producer = _Producer(files, committed, preparer, config.batch_size)
-            summary = RunSummary(str(config.output), len(files), 0, 0, 0, 0, 0.0, backend.name, decoder, backend.device)
-            superseded: list[int] = []
+            consumer = _Consumer(producer, backend, background, summary, progress, stop, config, started)
             try:
                 producer.start()
-                _consume(producer, backend, background, summary, superseded, progress, len(files))
+                consumer.run()
             finally:
                 producer.stop.set()
                 producer.join()
                 preparer.close()
                 background.close()
-            if superseded:
-                writer.supersede(superseded)
+            if consumer.superseded:
+                writer.supersede(consumer.superseded)
+            # An interrupted run keeps the working layout: closing is instant, and eval/export see it is incomplete.
+            writer.close(compact=not summary.interrupted)
     summary.skipped = producer.skipped
     summary.ok += producer.skipped_ok
     summary.failed += len(producer.skipped_failed)
     summary.failed_examples.extend(producer.skipped_failed[: max(0, 20 - len(summary.failed_examples))])
+    for index in _committed_labels(config.output, producer.skipped_rows):
+        consumer.count_label(int(index))
+    summary.class_counts = {name: consumer.labels[i] for i, name in enumerate(CLASS_NAMES)}
     summary.seconds = time.perf_counter() - started
     return summary
 
 
-def _consume(
-    producer: _Producer,
-    backend: Backend,
-    background: Any,
-    summary: RunSummary,
-    superseded: list[int],
-    progress: ProgressCallback | None,
-    total: int,
-) -> None:
-    while True:
-        work = producer.out.get()
-        if work is None:
-            return
-        if isinstance(work, BaseException):
-            raise work
-        batch = work.batch
-        n_ok = len(batch.ok_positions)
-        output = backend.infer(batch.inputs) if n_ok else InferenceOutput.empty(len(CLASS_NAMES), 0)
-        background.submit(rows_for(batch, output))
-        superseded.extend(work.superseded_rows)
-        summary.processed += len(batch.images)
+def _committed_labels(output: Path, rows: list[int]) -> list[int]:
+    """Predicted class indices (-1 for failed) of committed ``rows`` of ``output``."""
+    if not rows:
+        return []
+    from allbatch.results.reader import read_labels
+
+    return read_labels(output, rows).tolist()
+
+
+class _Consumer:
+    """The calling thread's loop: takes prepared batches, infers them in chunks, submits the rows."""
+
+    def __init__(
+        self,
+        producer: _Producer,
+        backend: Backend,
+        background: Any,
+        summary: RunSummary,
+        progress: ProgressCallback | None,
+        stop: threading.Event,
+        config: RunConfig,
+        started: float,
+    ) -> None:
+        self.producer = producer
+        self.backend = backend
+        self.background = background
+        self.summary = summary
+        self.progress = progress
+        self.stop = stop
+        self.config = config
+        self.started = started
+        self.superseded: list[int] = []
+        self.labels = [0] * len(CLASS_NAMES)
+        self.seconds_per_image: float | None = None
+
+    def count_label(self, label: int) -> None:
+        if 0 <= label < len(self.labels):
+            self.labels[label] += 1
+
+    def _next_work(self) -> _Work | None:
+        """The next prepared batch; None at the end of the input or when a stop was requested."""
+        while not self.stop.is_set():
+            try:
+                work = self.producer.out.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                continue
+            if isinstance(work, BaseException):
+                raise work
+            return work
+        return None
+
+    def run(self) -> None:
+        while (work := self._next_work()) is not None:
+            batch = work.batch
+            start = 0
+            while start < len(batch.images):
+                if self.stop.is_set():
+                    break
+                size = next_chunk_size(self.seconds_per_image, self.config.batch_size, self.config.infer_chunk_seconds)
+                stop_at = min(len(batch.images), start + size)
+                self._infer_and_submit(slice_batch(batch, start, stop_at))
+                self.superseded.extend(row for position, row in work.superseded_rows.items() if start <= position < stop_at)
+                start = stop_at
+        self.summary.interrupted = self.stop.is_set()
+        if self.summary.interrupted:
+            log.warning("stop requested: the rows in flight are committed, then the run stops")
+
+    def _infer_and_submit(self, chunk: PreparedBatch) -> None:
+        n_ok = len(chunk.ok_positions)
+        if n_ok:
+            began = time.perf_counter()
+            output = self.backend.infer(chunk.inputs)
+            self.seconds_per_image = (time.perf_counter() - began) / n_ok
+        else:
+            output = InferenceOutput.empty(len(CLASS_NAMES), 0)
+        rows = rows_for(chunk, output)
+        self.background.submit(rows)
+        summary = self.summary
+        summary.processed += len(chunk.images)
         summary.ok += n_ok
-        for image in batch.images:
+        for label in rows.labels.tolist():
+            self.count_label(label)
+        for image in chunk.images:
             if image.status in FAILED_STATUSES:
                 summary.failed += 1
                 if len(summary.failed_examples) < 20:
                     summary.failed_examples.append((image.relpath, ImageStatus(image.status).name.lower(), image.error))
-        if progress is not None:
-            progress(summary.processed + producer.skipped, total)
+        if self.progress is not None:
+            seconds = time.perf_counter() - self.started
+            self.progress(RunProgress(summary.processed, self.producer.skipped, summary.discovered, seconds))
 
 
 def _provenance(config: RunConfig, artifact: ModelArtifact, backend: Backend, decoder: str) -> dict[str, Any]:

@@ -21,9 +21,10 @@ runner = CliRunner()
 def captured(monkeypatch: pytest.MonkeyPatch) -> list[RunConfig]:
     calls: list[RunConfig] = []
 
-    def fake_run(config: RunConfig, progress: Any = None) -> RunSummary:
+    def fake_run(config: RunConfig, progress: Any = None, stop: Any = None) -> RunSummary:
         calls.append(config)
-        return RunSummary(str(config.output), 3, 3, 0, 2, 1, 1.0, "onnxruntime", "cpu", "cpu", [("x.jpg", "decode_error", "bad")])
+        failed = [("[bold]evil\x1b[31m.jpg", "decode_error", "bad\rdata")]
+        return RunSummary(str(config.output), 3, 3, 0, 2, 1, 1.0, "onnxruntime", "cpu", "cpu", failed, class_counts={"Benign": 1, "Pro": 1})
 
     monkeypatch.setattr(run_cmd, "run", fake_run)
     cli_app._register()
@@ -91,3 +92,10 @@ def test_main_turns_errors_into_one_line_and_exit_1(
         err = capsys.readouterr().err
         assert "error:" in err and "Traceback" not in err
         assert len(err.strip().splitlines()) <= 2
+
+
+def test_summary_counts_classes_and_escapes_file_names(tmp_path: Path, captured: list[RunConfig]) -> None:
+    result = runner.invoke(cli_app.app, ["run", str(tmp_path), "--out", str(tmp_path / "r.h5")])
+    assert result.exit_code == 3
+    assert "[bold]evil\\x1b[31m.jpg: bad\\x0ddata" in result.stderr and "\x1b" not in result.stderr
+    assert "3 of 3 images done: ok 2, failed 1; predicted: Benign 1, Pro 1" in result.stderr

@@ -24,7 +24,7 @@ from allbatch.decode import DecodeFailure, decode_rgb
 from allbatch.discover import DiscoveredFile, discover
 from allbatch.errors import UserInputError
 from allbatch.manifest import ModelArtifact, load_model_artifact
-from allbatch.pipeline import RunConfig, compat_key, make_preparer, rows_for, run
+from allbatch.pipeline import RunConfig, RunProgress, compat_key, make_preparer, rows_for, run
 from allbatch.preprocess import blank_bottom_band, normalise_pair, resize_rgb
 from allbatch.read import read_encoded
 from allbatch.records import EncodedImage, PreparedBatch, Preparer
@@ -55,6 +55,7 @@ def _run_config(spec: MeasureSpec, source: Path, output: Path) -> RunConfig:
         mode="overwrite",
         decode_threads=spec.decode_threads,
         argv=["allbatch", "bench", f"--batch-sizes={spec.batch_size}"],
+        infer_chunk_seconds=None,  # whole batches: the sweep measures the batch size it names
     )
 
 
@@ -254,8 +255,8 @@ def measure_end_to_end(spec: MeasureSpec) -> dict[str, Any]:
     for _ in range(spec.repeats):
         marks: list[tuple[float, int]] = []
 
-        def on_progress(done: int, total: int, marks: list[tuple[float, int]] = marks) -> None:
-            marks.append((time.perf_counter(), done))
+        def on_progress(progress: RunProgress, marks: list[tuple[float, int]] = marks) -> None:
+            marks.append((time.perf_counter(), progress.handled))
 
         started = time.perf_counter()
         summary = run(_run_config(spec, Path(spec.images), output), on_progress)

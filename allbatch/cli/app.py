@@ -1,7 +1,8 @@
 """``allbatch``: the typer app. Commands live in their own modules; this file wires them and maps errors.
 
 Exit codes: 0 all images ok; 1 user error (one line, no traceback); 3 some images failed (their rows
-hold status and error); 130 interrupted. Bugs keep their traceback.
+hold status and error); 130 interrupted by SIGINT (Ctrl-C), 143 stopped by SIGTERM (committed rows kept,
+see ``stop_signals``). Bugs keep their traceback.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ EXIT_OK = 0
 EXIT_USER_ERROR = 1
 EXIT_SOME_FAILED = 3
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 
 app = typer.Typer(
     name="allbatch",
@@ -103,6 +105,8 @@ def main() -> None:
         print_error("committed rows are kept; re-run with --resume to continue", prefix="interrupted")
         sys.exit(EXIT_INTERRUPTED)
     except typer.Exit as exc:
+        if exc.exit_code == EXIT_INTERRUPTED and isinstance(exc.__cause__, KeyboardInterrupt):  # typer's own Ctrl-C handling
+            print_error("committed rows are kept; re-run with --resume to continue", prefix="interrupted")
         sys.exit(exc.exit_code)
     except usage_error as exc:
         if type(exc).__name__ == "NoArgsIsHelpError":  # `allbatch` alone: the help, not an error

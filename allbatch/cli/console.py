@@ -15,31 +15,15 @@ Two rules hold for everything the commands print:
 from __future__ import annotations
 
 import logging
-import re
 import sys
 from typing import TextIO
 
 from rich.console import Console
 from rich.text import Text
 
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]")
-"""C0/C1 controls, zero-width and direction marks, line/paragraph separators, bidi embeddings and
-isolates, and surrogates (``os.fsdecode`` maps undecodable bytes to U+DC80..U+DCFF)."""
+from allbatch.safe_text import printable
 
-
-def _escape(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    if 0xDC80 <= code <= 0xDCFF:  # a byte that was not valid UTF-8 in a file name: show the byte
-        return f"\\x{code - 0xDC00:02x}"
-    if code <= 0xFF:
-        return f"\\x{code:02x}"
-    return f"\\u{code:04x}"
-
-
-def printable(text: str) -> str:
-    """``text`` with every control, invisible-direction and surrogate character written as an escape
-    (``\\x1b``, ``\\u202e``; an undecodable file-name byte as ``\\xNN``): safe for any terminal, one line."""
-    return _UNSAFE.sub(_escape, text)
+__all__ = ["log_handler", "make_console", "print_error", "print_warning", "printable", "stderr_is_terminal"]
 
 
 def make_console(*, stderr: bool = True, quiet: bool = False) -> Console:

@@ -45,6 +45,7 @@ def eval_command(
     """Compare the predictions in RESULTS with the classes named by the images' folders."""
     from allbatch.evaluation import EvalConfig, evaluate_results
     from allbatch.evaluation.report import png_unavailable_reason, render_report, save_confusion_png, to_json
+    from allbatch.results.reader import incomplete_run_warning
 
     if png is not None and no_png:
         raise UserInputError("--png and --no-png exclude each other")
@@ -52,6 +53,9 @@ def eval_command(
     png_missing = png_unavailable_reason() if png_path is not None else None
     if png_missing and png is not None:  # asked for by name: refuse before any work
         raise UserInputError(f"--png needs matplotlib, which {png_missing.removeprefix('matplotlib ')}")
+    warning = incomplete_run_warning(results) if results.is_file() else None  # a missing file: evaluate_results says so
+    if warning:
+        print_warning(warning)
     config = EvalConfig(labels_from_folders=labels_from_folders, class_map=tuple(class_map or ()), threshold=threshold)
     result = evaluate_results(results, config)
     json_to_stdout = json_out is not None and str(json_out) == "-"

@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.text import Text
 
-from allbatch.cli.console import make_console
+from allbatch.cli.console import make_console, print_error, printable, stderr_is_terminal
+from allbatch.cli.progress import progress_reporter
+from allbatch.cli.stop_signals import stop_on_signals
 from allbatch.errors import UserInputError
 from allbatch.pipeline import RunConfig, RunSummary, run
 
@@ -67,34 +69,33 @@ def run_command(
     console = make_console(quiet=quiet)
     if quiet:  # --quiet: warnings and errors only
         logging.getLogger("allbatch").setLevel(logging.WARNING)
-    with Progress(
-        TextColumn("[bold]allbatch[/]"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]} img/s"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-        disable=quiet,
-    ) as bar:
-        task = bar.add_task("images", total=None, rate="-")
-
-        def on_progress(done: int, total: int) -> None:
-            elapsed = bar.tasks[0].elapsed or 0.0
-            bar.update(task, completed=done, total=total, rate=f"{done / elapsed:.1f}" if elapsed > 0 else "-")
-
-        summary = run(config, on_progress)
+    with stop_on_signals() as stop, progress_reporter(console, quiet=quiet, terminal=stderr_is_terminal()) as on_progress:
+        summary = run(config, on_progress, stop.event)
     for path, status, error in summary.failed_examples:
-        console.print(f"[yellow]{status}[/] {path}: {error}", highlight=False)
+        console.print(Text.assemble((status, "yellow"), f" {printable(path)}: {printable(error)}"))
     if summary.failed > len(summary.failed_examples):
         console.print(f"... and {summary.failed - len(summary.failed_examples)} more failed images (see /images/status)")
-    console.print(
-        f"ok {summary.ok} / failed {summary.failed} / skipped {summary.skipped} (already committed) / "
-        f"{summary.images_per_second:.1f} img/s / {summary.backend} on {summary.device}, decoder {summary.decoder} -> {summary.output}",
-        highlight=False,
-    )
+    for line in summary_lines(summary):
+        console.print(Text(line))
     if json_summary:
         typer.echo(json.dumps(summary.to_dict(), indent=2))
+    if summary.interrupted:
+        kept = (
+            f"{summary.processed} images of this run are committed in {summary.output}" if summary.processed else "nothing new was written"
+        )
+        print_error(f"{kept}; re-run with --resume to continue ({stop.name})", prefix="interrupted")
+        raise typer.Exit(stop.exit_code)
     raise typer.Exit(exit_code_for(summary))
+
+
+def summary_lines(summary: RunSummary) -> list[str]:
+    """The end-of-run summary: this run's work (rate over the images classified now), then every
+    discovered file's outcome with the counts per predicted class."""
+    skipped = f"; {summary.skipped} skipped (committed by an earlier run)" if summary.skipped else ""
+    classes = ", ".join(f"{name} {count}" for name, count in summary.class_counts.items())
+    return [
+        f"this run: {summary.processed} images classified in {summary.seconds:.1f} s ({summary.images_per_second:.1f} img/s){skipped}; "
+        f"{summary.backend} on {summary.device}, decoder {summary.decoder} -> {printable(summary.output)}",
+        f"{summary.processed + summary.skipped} of {summary.discovered} images done: ok {summary.ok}, failed {summary.failed}; "
+        f"predicted: {classes or 'none'}",
+    ]

@@ -13,6 +13,7 @@ from rich.text import Text
 
 from allbatch.errors import AllbatchError, UserInputError
 from allbatch.evaluation.evaluate import EvaluationResult
+from allbatch.safe_text import printable
 
 MAX_LISTED = 10
 """Failed or unlabelled paths shown in the terminal; the JSON lists them all."""
@@ -76,7 +77,7 @@ def _images(n: int) -> str:
 def _listing(title: str, lines: list[str], total: int) -> Text:
     text = Text(title, style="yellow")
     for line in lines[:MAX_LISTED]:
-        text.append(f"\n  {line}", style="default")
+        text.append(f"\n  {printable(line)}", style="default")  # file names: no control characters reach the terminal
     if total > MAX_LISTED:
         text.append(f"\n  ... and {total - MAX_LISTED} more (all listed in --json)", style="default")
     return text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,3 +76,39 @@ def read_results(path: Path, include_superseded: bool = False) -> ResultsTable:
             class_names=list(attrs.get("class_names", [])),
         )
     return table
+
+
+def read_labels(path: Path, rows: Sequence[int]) -> npt.NDArray[np.int8]:
+    """``/pred/label`` at committed ``rows`` of ``path`` (any order), -1 for failed images."""
+    with open_h5(Path(path), "r") as f:
+        n = check_layout(f, str(path))
+        labels = f[LABEL][:n].astype(np.int8)  # one int8 column: 1 MB per million rows
+    return labels[np.asarray(rows, dtype=np.int64)]
+
+
+@dataclass(frozen=True)
+class ResultsState:
+    """Whether a results file was finished. ``finished``: a run closed it normally (compact layout);
+    False when the last run was killed or interrupted (working layout: resume with ``--resume``)."""
+
+    n_committed: int
+    finished: bool
+
+
+def results_state(path: Path) -> ResultsState:
+    """Cheap look at ``path`` (no rows read); ResultsFileError as ``read_results``."""
+    with open_h5(Path(path), "r") as f:
+        n = check_layout(f, str(path))
+        finished = f[STATUS].compression is not None  # the working layout is unfiltered, the compact one gzip
+    return ResultsState(n_committed=n, finished=finished)
+
+
+def incomplete_run_warning(path: Path) -> str | None:
+    """A one-line warning when ``path`` was left by a run that did not finish, else None."""
+    state = results_state(path)
+    if state.finished:
+        return None
+    return (
+        f"{path} is from a run that did not finish (interrupted or killed): {state.n_committed} committed rows; "
+        "re-run allbatch run with --resume to complete it"
+    )

@@ -27,6 +27,7 @@ from allbatch.backends.base import Backend
 from allbatch.discover import DiscoveredFile, SymlinkPolicy, discover
 from allbatch.errors import UserInputError
 from allbatch.manifest import ModelArtifact, load_model_artifact
+from allbatch.pathtext import fs_to_text
 from allbatch.read import read_encoded
 from allbatch.records import EncodedImage, PreparedBatch, Preparer
 from allbatch.results.rows import ResultRows
@@ -297,7 +298,7 @@ def _provenance(config: RunConfig, artifact: ModelArtifact, backend: Backend, de
     manifest = artifact.manifest
     return {
         "argv": config.argv,
-        "input_root": str(Path(config.source).resolve()),
+        "input_root": fs_to_text(str(Path(config.source).resolve())),
         "run_started_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "host": platform.node(),
         "backend": backend.name,
@@ -306,7 +307,7 @@ def _provenance(config: RunConfig, artifact: ModelArtifact, backend: Backend, de
         "decoder": decoder,
         "batch_size": config.batch_size,
         "symlinks": config.symlinks,
-        "model_path": str(artifact.onnx_path),
+        "model_path": fs_to_text(str(artifact.onnx_path)),
         "model_sha256": artifact.sha256,
         "model_manifest": manifest.to_json(),
         "preprocessing": manifest.preprocessing,

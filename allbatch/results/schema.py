@@ -6,7 +6,8 @@
                      json_attrs / large_attrs (JSON lists of attribute names stored as JSON / in
                      /meta/attrs), and the caller's provenance (argv, backend, device, model...)
 /meta/n_committed    int64 (1,)        rows [0, n_committed) are complete; later rows mean nothing
-/images/path         vlen utf-8 (N,)   relative to the input root, POSIX separators
+/images/path         vlen utf-8 (N,)   relative to the input root, POSIX separators; names that are not
+                                       valid UTF-8 are escaped losslessly (allbatch.pathtext)
 /images/sha256       S64 (N,)          hex sha256 of the bytes read, b"" when unreadable
 /images/status       int8 (N,)         ImageStatus; attribute ``names`` = "0=ok,1=decode_error,..."
 /images/error        vlen utf-8 (N,)   "" when ok
@@ -40,6 +41,7 @@ import numpy.typing as npt
 from h5py import h5d, h5p
 
 from allbatch.errors import ResultsFileError
+from allbatch.pathtext import safe_text
 from allbatch.status import ImageStatus
 
 SCHEMA_VERSION = 1
@@ -196,7 +198,9 @@ def _encode(value: Any) -> tuple[Any, bool]:
     """(value to store, stored as JSON?) for one root attribute."""
     if isinstance(value, np.generic | np.ndarray):
         value = value.tolist()
-    if isinstance(value, str) or (isinstance(value, int | float) and not isinstance(value, bool)):
+    if isinstance(value, str):
+        return safe_text(value), False  # e.g. an input_root that is not valid UTF-8
+    if isinstance(value, int | float) and not isinstance(value, bool):
         return value, False
     return json.dumps(value, sort_keys=True), True
 

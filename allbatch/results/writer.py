@@ -74,6 +74,7 @@ import numpy.typing as npt
 
 from allbatch import CLASS_NAMES, __version__
 from allbatch.errors import ResultsFileError, UserInputError
+from allbatch.pathtext import safe_text
 from allbatch.results.rows import ResultRows
 from allbatch.results.schema import (
     CHUNK_ROWS,
@@ -499,7 +500,7 @@ class ResultsWriter:
             PATH: np.array([str(p) for p in rows.paths], dtype=object),
             SHA256: np.array([s.encode("ascii") for s in rows.sha256], dtype="S64"),
             STATUS: np.asarray(rows.status, dtype=np.int8),
-            ERROR: np.array([str(e) for e in rows.errors], dtype=object),
+            ERROR: np.array([safe_text(str(e)) for e in rows.errors], dtype=object),
             PROBS: probs,
             LABEL: np.asarray(rows.labels, dtype=np.int8),
             MASK_FRACTION: np.asarray(rows.mask_fraction, dtype=np.float32),
@@ -507,6 +508,9 @@ class ResultsWriter:
         lengths = {name: len(value) for name, value in columns.items()} | {"sha256": len(rows.sha256)}
         if set(lengths.values()) != {m} or probs.shape != (m, k):
             raise ValueError(f"inconsistent batch: {lengths}, probs shape {probs.shape}, expected ({m}, {k})")
+        unencodable = [p for p in columns[PATH] if p != safe_text(p)]
+        if unencodable:
+            raise ValueError(f"paths must be valid text (allbatch.pathtext.fs_to_text), got {safe_text(unencodable[0])!r}")
         bad = [s for s in rows.sha256 if s and (len(s) != 64 or any(c not in "0123456789abcdef" for c in s))]
         if bad:
             raise ValueError(f"sha256 must be 64 lowercase hex characters or empty, got {bad[0]!r}")

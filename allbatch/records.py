@@ -11,12 +11,26 @@ import numpy.typing as npt
 from allbatch.status import ImageStatus
 
 
+@dataclass(frozen=True)
+class FileStat:
+    """What a resume compares before re-hashing a file: size (bytes), mtime_ns and ctime_ns.
+
+    ``mtime_ns`` is -1 when the file was modified too shortly before it was read to trust it
+    (``allbatch.read.RACY_NS``); a -1 never matches, so such a file is always re-hashed.
+    """
+
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+
+
 @dataclass
 class EncodedImage:
     """One input file after the read stage (host memory).
 
     ``data`` is None when the file could not be read; ``status``/``error`` start as the read outcome
-    and are updated by the decode stage. ``sha256`` is of the bytes read ("" when unreadable).
+    and are updated by the decode stage. ``sha256`` is of the bytes read ("" when unreadable or not
+    read). ``stat`` is the file's stat taken before reading (None when it could not be taken).
     """
 
     index: int
@@ -25,6 +39,7 @@ class EncodedImage:
     sha256: str
     status: ImageStatus = ImageStatus.OK
     error: str = ""
+    stat: FileStat | None = None
 
 
 @dataclass

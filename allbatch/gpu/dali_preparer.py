@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from allbatch.decode import DEFAULT_MAX_PIXELS, DecodeFailure
 from allbatch.gpu.cupy_assemble import InputDtype, assemble_cupy, assemble_numpy
 from allbatch.gpu.dali_graph import Device
 from allbatch.gpu.dali_pipeline import DaliRunner, GraphBatch
-from allbatch.gpu.isolation import Header, check_header, dali_error_message, is_decode_error, run_isolating
+from allbatch.gpu.isolation import dali_error_message, is_decode_error, run_isolating
+from allbatch.image_check import DEFAULT_MAX_PIXELS, DecodeFailure, ImageHeader, check_image
 from allbatch.preprocess import Preprocessing
 from allbatch.records import EncodedImage, PreparedBatch
 from allbatch.segment import SegmentationParams
@@ -36,7 +36,7 @@ class _Candidate:
 
     position: int
     data: bytes
-    header: Header
+    header: ImageHeader
 
 
 @dataclass
@@ -87,7 +87,7 @@ class DaliPreparer:
             if image.data is None or image.status != ImageStatus.OK:
                 continue
             try:
-                header = check_header(image.data, self.max_pixels)
+                header = check_image(image.data, self.max_pixels)
             except DecodeFailure as failure:
                 image.status = failure.status
                 image.error = str(failure)

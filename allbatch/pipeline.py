@@ -28,8 +28,8 @@ from allbatch.discover import DiscoveredFile, SymlinkPolicy, discover
 from allbatch.errors import UserInputError
 from allbatch.manifest import ModelArtifact, load_model_artifact
 from allbatch.pathtext import fs_to_text
-from allbatch.read import read_encoded
-from allbatch.records import EncodedImage, PreparedBatch, Preparer
+from allbatch.read import file_stat, read_encoded
+from allbatch.records import UNKNOWN_STAT, EncodedImage, FileStat, PreparedBatch, Preparer
 from allbatch.results.rows import ResultRows
 from allbatch.status import FAILED_STATUSES, ImageStatus
 
@@ -132,6 +132,16 @@ def compat_key(artifact: ModelArtifact) -> dict[str, str]:
     }
 
 
+def _stat_or_none(item: DiscoveredFile) -> FileStat | None:
+    """The file's stat for the cheap resume check; None when it cannot be taken (the read stage reports why)."""
+    if item.problem is not None:
+        return None
+    try:
+        return file_stat(item.path)
+    except OSError:
+        return None
+
+
 def rows_for(batch: PreparedBatch, probs: np.ndarray) -> ResultRows:
     """The results rows of one prepared batch: (n_ok, 4) ``probs`` spread over its n images (NaN, -1 for failures)."""
     n = len(batch.images)
@@ -149,6 +159,10 @@ def rows_for(batch: PreparedBatch, probs: np.ndarray) -> ResultRows:
         probs=all_probs,
         labels=labels,
         mask_fraction=batch.mask_fraction.astype(np.float32),
+        file_stat=np.array(
+            [image.stat.recorded() if image.stat else UNKNOWN_STAT for image in batch.images],
+            dtype=np.int64,
+        ).reshape(n, 3),
     )
 
 
@@ -168,22 +182,21 @@ class _Producer(threading.Thread):
         self.skipped_failed: list[tuple[str, str, str]] = []
 
     def _batches(self) -> Iterator[tuple[list[EncodedImage], list[int]]]:
-        from allbatch.results.resume import plan
+        from allbatch.results.resume import plan, unchanged_by_stat
 
         pending: list[EncodedImage] = []
         superseded: list[int] = []
         for index, item in enumerate(self.files):
             if self.stop.is_set():
                 return
-            image = read_encoded(index, item)
+            stat = _stat_or_none(item) if self.committed else None
+            if unchanged_by_stat(self.committed, item.relpath, stat):
+                self._skip(item.relpath)  # same size, mtime and ctime as when committed: not even read
+                continue
+            image = read_encoded(index, item, stat=stat)
             action = plan(self.committed, image.relpath, image.sha256)
             if action == "skip":
-                self.skipped += 1
-                status = ImageStatus(int(self.committed[image.relpath].status))
-                if status in FAILED_STATUSES:
-                    self.skipped_failed.append((image.relpath, status.name.lower(), "committed by an earlier run"))
-                else:
-                    self.skipped_ok += 1
+                self._skip(image.relpath)
                 continue
             if action == "redo":
                 superseded.append(self.committed[image.relpath].row)
@@ -193,6 +206,14 @@ class _Producer(threading.Thread):
                 pending, superseded = [], []
         if pending:
             yield pending, superseded
+
+    def _skip(self, relpath: str) -> None:
+        self.skipped += 1
+        status = ImageStatus(int(self.committed[relpath].status))
+        if status in FAILED_STATUSES:
+            self.skipped_failed.append((relpath, status.name.lower(), "committed by an earlier run"))
+        else:
+            self.skipped_ok += 1
 
     def _put(self, item: _Work | BaseException | None) -> bool:
         while not self.stop.is_set():

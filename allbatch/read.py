@@ -17,15 +17,15 @@ MAX_FILE_BYTES = 512 * 1024 * 1024
 HEAD_BYTES = 1 << 20
 """Files larger than 16 x this have their header read first, so an implausible size is refused unread."""
 RACY_NS = 2_000_000_000
-"""A file modified less than this before it was read may change again within the same mtime tick: its
-recorded mtime is -1 so that a resume re-hashes it (git's "racily clean" rule)."""
+"""A file modified (mtime or ctime) less than this before it was read may change again within the same
+timestamp tick: its recorded mtime is -1 so that a resume re-hashes it (git's "racily clean" rule)."""
 
 
 def file_stat(path: Path) -> FileStat:
     """Size, mtime_ns and ctime_ns of ``path`` (following links); raises OSError."""
     info = os.stat(path)
-    racy = time.time_ns() - info.st_mtime_ns < RACY_NS
-    return FileStat(info.st_size, -1 if racy else info.st_mtime_ns, info.st_ctime_ns)
+    racy = time.time_ns() - max(info.st_mtime_ns, info.st_ctime_ns) < RACY_NS
+    return FileStat(info.st_size, info.st_mtime_ns, info.st_ctime_ns, racy)
 
 
 def encoded_from_bytes(index: int, relpath: str, data: bytes, stat: FileStat | None = None) -> EncodedImage:

@@ -15,13 +15,23 @@ from allbatch.status import ImageStatus
 class FileStat:
     """What a resume compares before re-hashing a file: size (bytes), mtime_ns and ctime_ns.
 
-    ``mtime_ns`` is -1 when the file was modified too shortly before it was read to trust it
-    (``allbatch.read.RACY_NS``); a -1 never matches, so such a file is always re-hashed.
+    ``racy``: the file changed too shortly before this stat was taken to trust it (``allbatch.read.
+    RACY_NS``); it is then recorded with mtime_ns -1 (``recorded``), which never matches, so that
+    file is always re-hashed by the next resume.
     """
 
     size: int
     mtime_ns: int
     ctime_ns: int
+    racy: bool = False
+
+    def recorded(self) -> tuple[int, int, int]:
+        """(size, mtime_ns, ctime_ns) as stored in /images/file_stat."""
+        return (self.size, -1 if self.racy else self.mtime_ns, self.ctime_ns)
+
+
+UNKNOWN_STAT = (-1, -1, -1)
+"""(size, mtime_ns, ctime_ns) recorded for a file whose stat was not taken."""
 
 
 @dataclass

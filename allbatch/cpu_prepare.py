@@ -1,13 +1,24 @@
-"""CPU preparation: Pillow decode, NumPy segmentation, resize and normalise (the reference path)."""
+"""CPU preparation: Pillow decode, NumPy segmentation, resize and normalise (the reference path).
+
+Memory is bounded by a pixel budget, not by what headers claim: the decode threads together hold at
+most ``pixel_budget`` pixels of decoded images (an image larger than the budget runs alone), and the
+segmentation works in row stripes (``allbatch.segment.STRIPE_PIXELS``). About 14 bytes a pixel stay
+live while one image is prepared (RGB, segmented RGB, mask, resize buffers). A MemoryError while
+preparing one image becomes that image's status (too_large), never the end of the batch.
+"""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import numpy as np
 import numpy.typing as npt
 
 from allbatch.decode import DEFAULT_MAX_PIXELS, DecodeFailure, decode_rgb
+from allbatch.image_check import read_header
 from allbatch.preprocess import Preprocessing, blank_bottom_band, normalise_pair, resize_rgb
 from allbatch.records import EncodedImage, PreparedBatch
 from allbatch.segment import SegmentationParams, segment
@@ -28,26 +39,69 @@ def prepare_one(
     return pair, float(mask.mean())
 
 
+class PixelBudget:
+    """Pixels of decoded images that may be in memory at once, shared by threads.
+
+    ``hold(n)`` waits until ``n`` more pixels fit; a request larger than the whole budget waits until
+    nothing else is held and then runs alone, so every image is eventually served.
+    """
+
+    def __init__(self, pixels: int) -> None:
+        self.pixels = pixels
+        self._used = 0
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def hold(self, pixels: int) -> Iterator[None]:
+        with self._changed:
+            self._changed.wait_for(lambda: self._used == 0 or self._used + pixels <= self.pixels)
+            self._used += pixels
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._used -= pixels
+                self._changed.notify_all()
+
+
 class PillowPreparer:
-    """Preparer on the CPU: a small thread pool (Pillow and NumPy release the GIL for most of it)."""
+    """Preparer on the CPU: a small thread pool (Pillow and NumPy release the GIL for most of it).
+
+    ``pixel_budget``: decoded pixels all threads may hold at once (default: one image at the limit).
+    """
 
     name = "cpu"
 
-    def __init__(self, prep: Preprocessing, seg: SegmentationParams, threads: int = 2, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    def __init__(
+        self,
+        prep: Preprocessing,
+        seg: SegmentationParams,
+        threads: int = 2,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        pixel_budget: int = DEFAULT_MAX_PIXELS,
+    ) -> None:
         self.prep = prep
         self.seg = seg
         self.max_pixels = max_pixels
+        self.budget = PixelBudget(pixel_budget)
         self._pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="allbatch-decode")
 
     def _prepare(self, image: EncodedImage) -> tuple[npt.NDArray[np.float32], float] | None:
         if image.data is None or image.status != ImageStatus.OK:
             return None
+        pixels = 0
         try:
-            return prepare_one(image.data, self.prep, self.seg, self.max_pixels)
+            header = read_header(image.data, self.max_pixels)  # header only: what the budget must hold
+            pixels = header.width * header.height
+            with self.budget.hold(pixels):
+                return prepare_one(image.data, self.prep, self.seg, self.max_pixels)
         except DecodeFailure as failure:
             image.status = failure.status
             image.error = str(failure)
-            return None
+        except MemoryError:
+            image.status = ImageStatus.TOO_LARGE
+            image.error = f"not enough memory to prepare {pixels} pixels"
+        return None
 
     def prepare(self, images: list[EncodedImage]) -> PreparedBatch:
         """Decode, segment and assemble ``images``; failed ones get their status and error set."""

@@ -8,38 +8,16 @@ conversion would clip them to 255). EXIF orientation is applied, as OpenCV and n
 from __future__ import annotations
 
 import io
-import struct
 import warnings
 
 import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from allbatch.image_check import DEFAULT_MAX_PIXELS, PILLOW_DECODE_ERRORS, DecodeFailure, check_image
 from allbatch.status import ImageStatus
 
-DEFAULT_MAX_PIXELS = 100_000_000
-"""Images above 100 megapixels are refused (status too_large): memory stays bounded per image."""
-
-_PILLOW_DECODE_ERRORS = (
-    OSError,
-    ValueError,
-    SyntaxError,
-    EOFError,
-    struct.error,
-    IndexError,
-    TypeError,
-    KeyError,
-    ZeroDivisionError,
-)
-"""What Pillow's format plugins raise on malformed data (its parsers are not uniform about it)."""
-
-
-class DecodeFailure(Exception):  # noqa: N818 - an outcome, not an error of allbatch
-    """One image could not be decoded; carries the status to record. Internal to the decode stage."""
-
-    def __init__(self, status: ImageStatus, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+__all__ = ["DEFAULT_MAX_PIXELS", "DecodeFailure", "decode_rgb"]
 
 
 def _to_rgb8(image: Image.Image) -> npt.NDArray[np.uint8]:
@@ -67,15 +45,14 @@ def decode_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> npt.NDArray
     Returns:
         (H, W, 3) uint8 RGB, C-contiguous, host memory.
     Raises:
-        DecodeFailure: with status decode_error, unsupported or too_large.
+        DecodeFailure: with status empty, decode_error, unsupported or too_large (``check_image``
+            first, then whatever Pillow refuses while decoding).
     """
+    header = check_image(data, max_pixels)  # the shared acceptance rule (same as the DALI path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                width, height = image.size
-                if width * height > max_pixels:
-                    raise DecodeFailure(ImageStatus.TOO_LARGE, f"{width}x{height} pixels exceeds the limit of {max_pixels}")
+            with Image.open(io.BytesIO(data), formats=[header.pillow_format]) as image:
                 image.load()
                 rgb = _to_rgb8(ImageOps.exif_transpose(image) or image)
     except DecodeFailure:
@@ -85,8 +62,8 @@ def decode_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> npt.NDArray
     except UnidentifiedImageError as exc:
         raise DecodeFailure(ImageStatus.DECODE_ERROR, "not a recognised image format") from exc
     except MemoryError as exc:
-        raise DecodeFailure(ImageStatus.TOO_LARGE, "not enough memory to decode") from exc
-    except _PILLOW_DECODE_ERRORS as exc:
+        raise DecodeFailure(ImageStatus.TOO_LARGE, f"not enough memory to decode {header.width}x{header.height} pixels") from exc
+    except PILLOW_DECODE_ERRORS as exc:
         raise DecodeFailure(ImageStatus.DECODE_ERROR, f"cannot decode: {exc}") from exc
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
         raise DecodeFailure(ImageStatus.UNSUPPORTED, f"unexpected decoded shape {rgb.shape}")

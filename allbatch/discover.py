@@ -4,7 +4,8 @@ Order is a natural sort of the relative path ("img2" before "img10"), folder by 
 matched case-insensitively. Symlink policy is explicit: "follow" (default) follows links to files and
 folders, visiting each real folder once (no cycles) and each real file once (the first path in sort
 order wins); "skip" ignores every symlink. A folder that cannot be listed becomes an entry with a
-``problem`` so it gets a row with status "unreadable" instead of vanishing.
+``problem`` so it gets a row with status "unreadable" instead of vanishing. Names that are not valid
+UTF-8 are kept (escaped losslessly in ``relpath``, see ``allbatch.pathtext``); ``path`` stays the real one.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from allbatch.errors import UserInputError
+from allbatch.pathtext import fs_to_text
 
 log = logging.getLogger("allbatch.discover")
 
@@ -27,7 +29,8 @@ _DIGITS = re.compile(r"(\d+)")
 
 @dataclass(frozen=True)
 class DiscoveredFile:
-    """One input: absolute ``path``, ``relpath`` (POSIX, relative to the root) and a listing problem."""
+    """One input: absolute ``path``, ``relpath`` (POSIX, relative to the root, as UTF-8 text: see
+    ``allbatch.pathtext``) and a listing problem."""
 
     path: Path
     relpath: str
@@ -51,7 +54,7 @@ def discover(root: Path, symlinks: SymlinkPolicy = "follow") -> list[DiscoveredF
     if root.is_file():
         if root.suffix.lower() not in IMAGE_EXTENSIONS:
             raise UserInputError(f"{root} is not an image ({', '.join(sorted(IMAGE_EXTENSIONS))})")
-        return [DiscoveredFile(path=root.resolve(), relpath=root.name)]
+        return [DiscoveredFile(path=root.resolve(), relpath=fs_to_text(root.name))]
     found: list[DiscoveredFile] = []
     seen_dirs: set[tuple[int, int]] = set()
     seen_files: set[tuple[int, int]] = set()
@@ -76,7 +79,9 @@ def _walk(
         with os.scandir(folder) as listing:
             entries = sorted(listing, key=lambda entry: natural_key(entry.name))
     except OSError as exc:
-        found.append(DiscoveredFile(path=folder, relpath=prefix.rstrip("/") or ".", problem=f"cannot list folder: {exc.strerror or exc}"))
+        found.append(
+            DiscoveredFile(path=folder, relpath=fs_to_text(prefix.rstrip("/") or "."), problem=f"cannot list folder: {exc.strerror or exc}")
+        )
         return
     for entry in entries:
         relpath = prefix + entry.name
@@ -90,9 +95,13 @@ def _walk(
                 if (info.st_dev, info.st_ino) in seen_files:
                     continue
                 seen_files.add((info.st_dev, info.st_ino))
-                found.append(DiscoveredFile(path=Path(entry.path), relpath=relpath))
+                found.append(DiscoveredFile(path=Path(entry.path), relpath=fs_to_text(relpath)))
             elif entry.is_symlink() and Path(entry.name).suffix.lower() in IMAGE_EXTENSIONS:
-                found.append(DiscoveredFile(path=Path(entry.path), relpath=relpath, problem="cannot stat: broken symbolic link"))
+                found.append(
+                    DiscoveredFile(path=Path(entry.path), relpath=fs_to_text(relpath), problem="cannot stat: broken symbolic link")
+                )
         except OSError as exc:  # a dangling link or an entry that vanished while listing
             if Path(entry.name).suffix.lower() in IMAGE_EXTENSIONS:
-                found.append(DiscoveredFile(path=Path(entry.path), relpath=relpath, problem=f"cannot stat: {exc.strerror or exc}"))
+                found.append(
+                    DiscoveredFile(path=Path(entry.path), relpath=fs_to_text(relpath), problem=f"cannot stat: {exc.strerror or exc}")
+                )

@@ -28,8 +28,9 @@ from allbatch.discover import IMAGE_EXTENSIONS, DiscoveredFile, SymlinkPolicy, d
 from allbatch.errors import UserInputError
 from allbatch.manifest import ModelArtifact, load_model_artifact
 from allbatch.model_fit import check_model_fits
-from allbatch.read import read_encoded
-from allbatch.records import EncodedImage, PreparedBatch, Preparer
+from allbatch.pathtext import fs_to_text
+from allbatch.read import file_stat, read_encoded
+from allbatch.records import UNKNOWN_STAT, EncodedImage, FileStat, PreparedBatch, Preparer
 from allbatch.results.preflight import check_output
 from allbatch.results.rows import ResultRows
 from allbatch.status import FAILED_STATUSES, ImageStatus
@@ -201,6 +202,16 @@ def compat_key(artifact: ModelArtifact) -> dict[str, str]:
     }
 
 
+def _stat_or_none(item: DiscoveredFile) -> FileStat | None:
+    """The file's stat for the cheap resume check; None when it cannot be taken (the read stage reports why)."""
+    if item.problem is not None:
+        return None
+    try:
+        return file_stat(item.path)
+    except OSError:
+        return None
+
+
 def rows_for(batch: PreparedBatch, output: InferenceOutput) -> ResultRows:
     """The results rows of one prepared batch: the backend's output for its n_ok decoded images spread over
     its n images (NaN probabilities and label -1 for failures)."""
@@ -220,6 +231,10 @@ def rows_for(batch: PreparedBatch, output: InferenceOutput) -> ResultRows:
         probs=all_probs,
         labels=labels,
         mask_fraction=batch.mask_fraction.astype(np.float32),
+        file_stat=np.array(
+            [image.stat.recorded() if image.stat else UNKNOWN_STAT for image in batch.images],
+            dtype=np.int64,
+        ).reshape(n, 3),
     )
 
 
@@ -241,23 +256,21 @@ class _Producer(threading.Thread):
         """Committed rows of the skipped files (their predicted classes go into the summary)."""
 
     def _batches(self) -> Iterator[tuple[list[EncodedImage], dict[int, int]]]:
-        from allbatch.results.resume import plan
+        from allbatch.results.resume import plan, unchanged_by_stat
 
         pending: list[EncodedImage] = []
         superseded: dict[int, int] = {}
         for index, item in enumerate(self.files):
             if self.stop.is_set():
                 return
-            image = read_encoded(index, item)
+            stat = _stat_or_none(item) if self.committed else None
+            if unchanged_by_stat(self.committed, item.relpath, stat):
+                self._skip(item.relpath)  # same size, mtime and ctime as when committed: not even read
+                continue
+            image = read_encoded(index, item, stat=stat)
             action = plan(self.committed, image.relpath, image.sha256)
             if action == "skip":
-                self.skipped += 1
-                self.skipped_rows.append(self.committed[image.relpath].row)
-                status = ImageStatus(int(self.committed[image.relpath].status))
-                if status in FAILED_STATUSES:
-                    self.skipped_failed.append((image.relpath, status.name.lower(), "committed by an earlier run"))
-                else:
-                    self.skipped_ok += 1
+                self._skip(image.relpath)
                 continue
             if action == "redo":
                 superseded[len(pending)] = self.committed[image.relpath].row
@@ -267,6 +280,15 @@ class _Producer(threading.Thread):
                 pending, superseded = [], {}
         if pending:
             yield pending, superseded
+
+    def _skip(self, relpath: str) -> None:
+        self.skipped += 1
+        self.skipped_rows.append(self.committed[relpath].row)
+        status = ImageStatus(int(self.committed[relpath].status))
+        if status in FAILED_STATUSES:
+            self.skipped_failed.append((relpath, status.name.lower(), "committed by an earlier run"))
+        else:
+            self.skipped_ok += 1
 
     def _put(self, item: _Work | BaseException | None) -> bool:
         while not self.stop.is_set():
@@ -455,7 +477,7 @@ def _provenance(config: RunConfig, artifact: ModelArtifact, backend: Backend, de
     manifest = artifact.manifest
     return {
         "argv": config.argv,
-        "input_root": str(Path(config.source).resolve()),
+        "input_root": fs_to_text(str(Path(config.source).resolve())),
         "run_started_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "host": platform.node(),
         "backend": backend.name,
@@ -464,7 +486,7 @@ def _provenance(config: RunConfig, artifact: ModelArtifact, backend: Backend, de
         "decoder": decoder,
         "batch_size": config.batch_size,
         "symlinks": config.symlinks,
-        "model_path": str(artifact.onnx_path),
+        "model_path": fs_to_text(str(artifact.onnx_path)),
         "model_sha256": artifact.sha256,
         "model_manifest": manifest.to_json(),
         "preprocessing": manifest.preprocessing,

@@ -11,12 +11,36 @@ import numpy.typing as npt
 from allbatch.status import ImageStatus
 
 
+@dataclass(frozen=True)
+class FileStat:
+    """What a resume compares before re-hashing a file: size (bytes), mtime_ns and ctime_ns.
+
+    ``racy``: the file changed too shortly before this stat was taken to trust it (``allbatch.read.
+    RACY_NS``); it is then recorded with mtime_ns -1 (``recorded``), which never matches, so that
+    file is always re-hashed by the next resume.
+    """
+
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    racy: bool = False
+
+    def recorded(self) -> tuple[int, int, int]:
+        """(size, mtime_ns, ctime_ns) as stored in /images/file_stat."""
+        return (self.size, -1 if self.racy else self.mtime_ns, self.ctime_ns)
+
+
+UNKNOWN_STAT = (-1, -1, -1)
+"""(size, mtime_ns, ctime_ns) recorded for a file whose stat was not taken."""
+
+
 @dataclass
 class EncodedImage:
     """One input file after the read stage (host memory).
 
     ``data`` is None when the file could not be read; ``status``/``error`` start as the read outcome
-    and are updated by the decode stage. ``sha256`` is of the bytes read ("" when unreadable).
+    and are updated by the decode stage. ``sha256`` is of the bytes read ("" when unreadable or not
+    read). ``stat`` is the file's stat taken before reading (None when it could not be taken).
     """
 
     index: int
@@ -25,6 +49,7 @@ class EncodedImage:
     sha256: str
     status: ImageStatus = ImageStatus.OK
     error: str = ""
+    stat: FileStat | None = None
 
 
 @dataclass

@@ -74,8 +74,13 @@ def threshold_mask(hsv: npt.NDArray[np.uint8], params: SegmentationParams) -> np
     return (h >= params.h_min) & (h <= params.h_max) & (s >= params.s_min) & (s <= params.s_max) & (v >= params.v_min) & (v <= params.v_max)
 
 
+STRIPE_PIXELS = 1 << 20
+"""Pixels segmented at a time: the int32 temporaries of the HSV arithmetic (about 60 bytes a pixel)
+stay near 64 MiB whatever the image size; the result is identical (the threshold is per pixel)."""
+
+
 def segment(rgb: npt.NDArray[np.uint8], params: SegmentationParams) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.bool_]]:
-    """Segment one image at its native resolution.
+    """Segment one image at its native resolution, in row stripes of about ``STRIPE_PIXELS``.
 
     Args:
         rgb: (H, W, 3) uint8 RGB, host memory.
@@ -87,10 +92,16 @@ def segment(rgb: npt.NDArray[np.uint8], params: SegmentationParams) -> tuple[npt
     """
     if params.channel_order != "bgr_as_rgb":
         raise ValueError(f"unknown channel_order {params.channel_order!r}")
-    hsv = opencv_rgb2hsv(rgb[..., ::-1])
-    mask = threshold_mask(hsv, params)
-    segmented = np.where(mask[..., None], hsv[..., ::-1], np.uint8(0))
-    return segmented.astype(np.uint8, copy=False), mask
+    height, width = rgb.shape[:2]
+    segmented = np.empty_like(rgb, dtype=np.uint8)
+    mask = np.empty((height, width), dtype=np.bool_)
+    rows = max(1, STRIPE_PIXELS // max(1, width))
+    for top in range(0, height, rows):
+        stripe = slice(top, top + rows)
+        hsv = opencv_rgb2hsv(rgb[stripe, :, ::-1])
+        mask[stripe] = threshold_mask(hsv, params)
+        segmented[stripe] = np.where(mask[stripe][..., None], hsv[..., ::-1], np.uint8(0))
+    return segmented, mask
 
 
 def authors_mask(segmented_rgb: npt.NDArray[np.uint8], threshold: int = 150) -> npt.NDArray[np.bool_]:

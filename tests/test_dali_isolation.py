@@ -1,18 +1,13 @@
-"""Bad-file isolation: header pre-validation, the generic bisecting retry, and both on real DALI (CPU)."""
+"""Bad-file isolation: the generic bisecting retry, and the DALI preparer's use of it on real DALI (CPU)."""
 
 from __future__ import annotations
-
-import io
 
 import numpy as np
 import pytest
 from dali_support import HAS_DALI
-from image_factory import encode, png_header_only, smear_like
-from PIL import Image
+from image_factory import encode, smear_like
 
-from allbatch.decode import DecodeFailure
-from allbatch.gpu.isolation import check_header, dali_error_message, is_decode_error, run_isolating, sniff_format
-from allbatch.status import ImageStatus
+from allbatch.gpu.isolation import dali_error_message, is_decode_error, run_isolating
 
 
 def truncated_jpeg(seed: int = 0) -> bytes:
@@ -31,60 +26,6 @@ def corrupt_png(seed: int = 2) -> bytes:
     for k in range(start, start + 180):
         data[k] ^= 0x5A
     return bytes(data)
-
-
-# ----- header checks -----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("fmt", "name"),
-    [("JPEG", "jpeg"), ("PNG", "png"), ("TIFF", "tiff"), ("BMP", "bmp"), ("WEBP", "webp"), ("PPM", "pnm"), ("JPEG2000", "jpeg2000")],
-)
-def test_formats_are_sniffed_and_sized(fmt: str, name: str) -> None:
-    data = encode(smear_like(0, (30, 50)), fmt)
-    assert sniff_format(data) == name
-    header = check_header(data)
-    assert (header.format, header.height, header.width) == (name, 30, 50)
-
-
-@pytest.mark.parametrize(
-    ("data", "status", "message"),
-    [
-        (b"", ImageStatus.EMPTY, "empty"),
-        (random_bytes(), ImageStatus.DECODE_ERROR, "not a recognised image format"),
-        (b"this is not an image\n" * 20, ImageStatus.DECODE_ERROR, "not a recognised image format"),
-        (truncated_jpeg(), ImageStatus.DECODE_ERROR, "truncated JPEG"),
-        (b"\xff\xd8\xff\xe0" + b"\x00" * 64 + b"\xff\xda" + b"\x00" * 64 + b"\xff\xd9", ImageStatus.DECODE_ERROR, "unreadable jpeg header"),
-        (png_header_only(60000, 60000), ImageStatus.TOO_LARGE, "exceeds"),
-        (png_header_only(12000, 10000), ImageStatus.TOO_LARGE, "exceeds the limit"),
-        (encode(smear_like(1), "GIF"), ImageStatus.UNSUPPORTED, "GIF is not decoded by DALI"),
-    ],
-)
-def test_obvious_failures_are_refused_before_decoding(data: bytes, status: ImageStatus, message: str) -> None:
-    with pytest.raises(DecodeFailure, match=message) as info:
-        check_header(data)
-    assert info.value.status == status
-
-
-def test_pixel_limit_is_configurable() -> None:
-    data = encode(smear_like(0, (40, 50)), "PNG")
-    assert check_header(data, max_pixels=2000).width == 50
-    with pytest.raises(DecodeFailure, match="50x40 pixels exceeds the limit of 1999"):
-        check_header(data, max_pixels=1999)
-
-
-def test_exif_rotation_swaps_the_header_size() -> None:
-    exif = Image.Exif()
-    exif[0x0112] = 6  # rotate 90 degrees: a 40 x 70 (H x W) file is shown 70 x 40
-    buf = io.BytesIO()
-    Image.fromarray(smear_like(0, (40, 70))).save(buf, format="JPEG", exif=exif.tobytes())
-    header = check_header(buf.getvalue())
-    assert (header.height, header.width) == (70, 40)
-
-
-def test_png_header_check_does_not_decode_the_pixels() -> None:
-    header = check_header(corrupt_png())  # the pixel data is garbage; the header is fine
-    assert (header.format, header.height, header.width) == ("png", 224, 224)
 
 
 # ----- the generic bisect, with a fake runner -------------------------------------------------------

@@ -56,3 +56,28 @@ def test_csv_refuses_a_non_results_file(tmp_path: Path) -> None:
     with pytest.raises(ResultsFileError, match="not an HDF5 file"):
         export_csv(bad, tmp_path / "x.csv")
     assert not (tmp_path / "x.csv").exists()
+
+
+@pytest.mark.parametrize("lead", ["=", "+", "-", "@", "\t", "\r"])
+def test_formula_cells_are_neutralised(tmp_path: Path, lead: str) -> None:
+    out = tmp_path / "r.h5"
+    rows = rows_for([0, 5])
+    rows.paths = [f'{lead}HYPERLINK("http://x","y").jpg', f"{lead}cmd|' /C calc'!A0.jpg"]
+    rows.errors[1] = f"{lead}1+1"
+    with ResultsWriter.open(out, mode="new", provenance={}, compat=COMPAT) as writer:
+        writer.append(rows)
+    target = tmp_path / "r.csv"
+    export_csv(out, target)
+    with target.open(newline="", encoding="utf-8") as handle:
+        body = list(csv.reader(handle))[1:]
+    assert [row[0] for row in body] == ["'" + p for p in rows.paths]
+    assert body[1][3] == f"'{lead}1+1"
+    assert all(not cell.startswith(("=", "+", "-", "@", "\t", "\r")) for row in body for cell in row)
+
+
+def test_ordinary_cells_are_unchanged(tmp_path: Path) -> None:
+    from allbatch.results.csv_export import neutralise
+
+    assert neutralise("Benign/img-1.jpg") == "Benign/img-1.jpg"
+    assert neutralise("a=b.jpg") == "a=b.jpg"
+    assert neutralise("") == ""

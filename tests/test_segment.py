@@ -87,3 +87,16 @@ def test_mask_helpers() -> None:
     seg = np.zeros((2, 2, 3), np.uint8)
     seg[0, 0] = (100, 40, 20)
     assert authors_mask(seg).tolist() == [[True, False], [False, False]]
+
+
+@pytest.mark.parametrize("stripe_pixels", [1, 997, 50_000])
+def test_segmenting_in_stripes_equals_one_pass(monkeypatch: pytest.MonkeyPatch, stripe_pixels: int) -> None:
+    import allbatch.segment as segment_module
+
+    rgb = np.random.default_rng(3).integers(0, 256, (173, 211, 3), dtype=np.uint8)
+    monkeypatch.setattr(segment_module, "STRIPE_PIXELS", 10**9)
+    whole, whole_mask = segment(rgb, SegmentationParams())
+    monkeypatch.setattr(segment_module, "STRIPE_PIXELS", stripe_pixels)
+    striped, striped_mask = segment(rgb, SegmentationParams())
+    assert np.array_equal(striped, whole) and np.array_equal(striped_mask, whole_mask)
+    assert whole_mask.any() and not whole_mask.all()

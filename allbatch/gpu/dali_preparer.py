@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from allbatch.decode import DEFAULT_MAX_PIXELS, DecodeFailure
 from allbatch.gpu.cupy_assemble import InputDtype, assemble_cupy, assemble_numpy
 from allbatch.gpu.dali_graph import Device
 from allbatch.gpu.dali_pipeline import DaliRunner, GraphBatch
-from allbatch.gpu.isolation import Header, check_header, dali_error_message, is_decode_error, run_isolating
+from allbatch.gpu.isolation import dali_error_message, is_decode_error, run_isolating
+from allbatch.image_check import DEFAULT_MAX_PIXELS, DecodeFailure, ImageHeader, check_image
 from allbatch.preprocess import Preprocessing
 from allbatch.records import EncodedImage, PreparedBatch
 from allbatch.segment import SegmentationParams
@@ -36,7 +36,7 @@ class _Candidate:
 
     position: int
     data: bytes
-    header: Header
+    header: ImageHeader
 
 
 @dataclass
@@ -58,6 +58,7 @@ class DaliPreparer:
         num_threads: DALI CPU worker threads.
         device_id: CUDA device ("gpu" only).
         max_pixels: images with more pixels are refused (status too_large) before decoding.
+        pixel_budget: the most pixels one DALI run decodes (a larger image runs alone).
         input_dtype: model input element type; float32 unless an engine takes float16.
     """
 
@@ -71,6 +72,7 @@ class DaliPreparer:
         device_id: int = 0,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         input_dtype: InputDtype = "float32",
+        pixel_budget: int = DEFAULT_MAX_PIXELS // 2,
     ) -> None:
         self.name = "dali" if device == "gpu" else "dali-cpu"
         self.prep = prep
@@ -78,6 +80,7 @@ class DaliPreparer:
         self.device: Device = device
         self.max_batch = max_batch
         self.max_pixels = max_pixels
+        self.pixel_budget = pixel_budget
         self.input_dtype: InputDtype = input_dtype
         self.runner = DaliRunner(prep, seg, device, max_batch, num_threads, device_id)
 
@@ -87,7 +90,7 @@ class DaliPreparer:
             if image.data is None or image.status != ImageStatus.OK:
                 continue
             try:
-                header = check_header(image.data, self.max_pixels)
+                header = check_image(image.data, self.max_pixels)
             except DecodeFailure as failure:
                 image.status = failure.status
                 image.error = str(failure)
@@ -98,10 +101,26 @@ class DaliPreparer:
     def _run(self, chunk: list[_Candidate]) -> GraphBatch:
         return self.runner.run([c.data for c in chunk], [c.header.height for c in chunk])
 
+    def _chunks(self, candidates: list[_Candidate]) -> list[list[_Candidate]]:
+        """Consecutive runs of at most ``max_batch`` images and ``pixel_budget`` pixels (a larger image
+        runs alone): DALI holds every image of a run at full resolution at once."""
+        chunks: list[list[_Candidate]] = []
+        current: list[_Candidate] = []
+        pixels = 0
+        for candidate in candidates:
+            size = candidate.header.width * candidate.header.height
+            if current and (len(current) == self.max_batch or pixels + size > self.pixel_budget):
+                chunks.append(current)
+                current, pixels = [], 0
+            current.append(candidate)
+            pixels += size
+        if current:
+            chunks.append(current)
+        return chunks
+
     def _decode(self, images: list[EncodedImage], candidates: list[_Candidate]) -> list[_Part]:
         parts: list[_Part] = []
-        for start in range(0, len(candidates), self.max_batch):
-            chunk = candidates[start : start + self.max_batch]
+        for chunk in self._chunks(candidates):
             isolated = run_isolating(chunk, self._run, is_decode_error)
             if isolated.failures:
                 log.info("%d of %d images failed to decode in DALI (%d runs)", len(isolated.failures), len(chunk), isolated.runs)

@@ -10,6 +10,15 @@ from allbatch.errors import UserInputError
 from allbatch.results.reader import read_results
 from allbatch.status import ImageStatus
 
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+"""Leading characters that make Excel, LibreOffice or Google Sheets evaluate a cell (OWASP CSV injection)."""
+
+
+def neutralise(text: str) -> str:
+    """A text cell that no spreadsheet runs as a formula: one starting with = + - @ tab or CR gets a
+    leading apostrophe (the OWASP rule; spreadsheets show the rest as text)."""
+    return "'" + text if text.startswith(FORMULA_TRIGGERS) else text
+
 
 def _number(value: float) -> str:
     """float32 printed so that it reads back to the same float32; "" for NaN (failed images)."""
@@ -21,7 +30,9 @@ def export_csv(results: Path, out: Path) -> int:
 
     Columns: path, sha256, status (name, e.g. ``ok``), error, label (class name, "" for a failed
     image), p_<Class> for each class, mask_fraction. Superseded rows and rows past n_committed are
-    left out. ResultsFileError for a file that is not a results file.
+    left out. Text cells (file names and errors included) go through ``neutralise``, so a file named
+    ``=HYPERLINK(...).jpg`` appears as ``'=HYPERLINK(...).jpg``. ResultsFileError for a file that is not
+    a results file.
     """
     table = read_results(Path(results))
     out = Path(out)
@@ -35,11 +46,11 @@ def export_csv(results: Path, out: Path) -> int:
             label = int(table.labels[i])
             writer.writerow(
                 [
-                    table.paths[i],
+                    neutralise(str(table.paths[i])),
                     table.sha256[i],
                     ImageStatus(int(table.status[i])).name.lower(),
-                    table.errors[i],
-                    table.class_names[label] if label >= 0 else "",
+                    neutralise(str(table.errors[i])),
+                    neutralise(table.class_names[label]) if label >= 0 else "",
                     *[_number(float(p)) for p in table.probs[i]],
                     _number(float(table.mask_fraction[i])),
                 ]

@@ -10,7 +10,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from allbatch.errors import ResultsFileError
 from allbatch.results.schema import (
+    CHUNK_ROWS,
     ERROR,
     LABEL,
     MASK_FRACTION,
@@ -19,11 +21,15 @@ from allbatch.results.schema import (
     SHA256,
     STATUS,
     check_layout,
+    iter_verified,
     open_h5,
     read_root_attrs,
     shadowed_rows,
 )
 from allbatch.status import ImageStatus
+
+READ_BLOCK_ROWS = 64 * CHUNK_ROWS
+"""Rows read and verified at a time (a damaged chunk spoils only its block)."""
 
 
 @dataclass
@@ -54,28 +60,60 @@ class ResultsTable:
 
 def read_results(path: Path, include_superseded: bool = False) -> ResultsTable:
     """The committed rows of ``path`` ([0, n_committed)); without ``include_superseded`` only the
-    live row of each path. ResultsFileError when ``path`` is missing, not HDF5, or not a results file."""
+    live row of each path.
+
+    Every row's checksum is verified (schema.verify_rows). Raises ResultsFileError when ``path`` is
+    missing, not HDF5, not a results file, or holds damaged rows (unreadable or failing their checksum).
+    """
     path = Path(path)
     with open_h5(path, "r") as f:
         n = check_layout(f, str(path))
         attrs = read_root_attrs(f)
-        paths = np.array(f[PATH].asstr()[:n].tolist(), dtype=object)
-        status = f[STATUS][:n].astype(np.int8)
-        status[shadowed_rows(paths.tolist(), status)] = ImageStatus.SUPERSEDED
-        keep = np.ones(n, dtype=np.bool_) if include_superseded else status != ImageStatus.SUPERSEDED
-        table = ResultsTable(
-            rows=np.flatnonzero(keep).astype(np.int64),
-            paths=paths[keep],
-            sha256=np.array([s.decode("ascii") for s in f[SHA256][:n][keep].tolist()], dtype=np.str_),
-            status=status[keep],
-            errors=np.array(f[ERROR].asstr()[:n].tolist(), dtype=object)[keep],
-            probs=f[PROBS][:n][keep].astype(np.float32),
-            labels=f[LABEL][:n][keep].astype(np.int8),
-            mask_fraction=f[MASK_FRACTION][:n][keep].astype(np.float32),
-            attrs=attrs,
-            class_names=list(attrs.get("class_names", [])),
+        class_names = list(attrs.get("class_names", []))
+        blocks: list[dict[str, Any]] = []
+        damaged = 0
+        first_damage = ""
+        for start, columns, valid, why in iter_verified(f, n, class_names, READ_BLOCK_ROWS):
+            if not valid.all():
+                if not damaged:
+                    first_damage = f"row {start + int(np.flatnonzero(~valid)[0])}: {why}"
+                damaged += int((~valid).sum())
+            if columns is not None:
+                blocks.append(columns)
+    if damaged:
+        raise ResultsFileError(
+            f"{path} is damaged: {damaged} of {n} committed rows fail verification ({first_damage}); "
+            "re-run allbatch run with --resume on it to redo them"
         )
-    return table
+    columns = {name: np.concatenate([block[name] for block in blocks]) for name in blocks[0]} if blocks else _no_rows(len(class_names))
+    paths = np.asarray(columns[PATH], dtype=object)
+    status = np.asarray(columns[STATUS], dtype=np.int8).copy()
+    status[shadowed_rows(paths.tolist(), status)] = ImageStatus.SUPERSEDED
+    keep = np.ones(n, dtype=np.bool_) if include_superseded else status != ImageStatus.SUPERSEDED
+    return ResultsTable(
+        rows=np.flatnonzero(keep).astype(np.int64),
+        paths=paths[keep],
+        sha256=np.array([s.decode("ascii") for s in np.asarray(columns[SHA256])[keep].tolist()], dtype=np.str_),
+        status=status[keep],
+        errors=np.asarray(columns[ERROR], dtype=object)[keep],
+        probs=np.asarray(columns[PROBS], dtype=np.float32)[keep],
+        labels=np.asarray(columns[LABEL], dtype=np.int8)[keep],
+        mask_fraction=np.asarray(columns[MASK_FRACTION], dtype=np.float32)[keep],
+        attrs=attrs,
+        class_names=class_names,
+    )
+
+
+def _no_rows(n_classes: int) -> dict[str, Any]:
+    return {
+        PATH: np.zeros(0, dtype=object),
+        SHA256: np.zeros(0, dtype="S64"),
+        STATUS: np.zeros(0, dtype=np.int8),
+        ERROR: np.zeros(0, dtype=object),
+        PROBS: np.zeros((0, n_classes), dtype=np.float32),
+        LABEL: np.zeros(0, dtype=np.int8),
+        MASK_FRACTION: np.zeros(0, dtype=np.float32),
+    }
 
 
 def read_labels(path: Path, rows: Sequence[int]) -> npt.NDArray[np.int8]:

@@ -15,6 +15,7 @@ class ResultRows:
     paths: relative to the input root, POSIX separators. sha256: 64 hex chars, "" when unreadable.
     status: (n,) int8 ``ImageStatus`` values. errors: "" when ok.
     probs: (n, 4) float32. labels: (n,) int8 argmax or -1. mask_fraction: (n,) float32 in [0, 1].
+    file_stat: (n, 3) int64 size, mtime_ns, ctime_ns of each file when read (-1 unknown); None: all unknown.
     """
 
     paths: list[str]
@@ -24,6 +25,7 @@ class ResultRows:
     probs: npt.NDArray[np.float32]
     labels: npt.NDArray[np.int8]
     mask_fraction: npt.NDArray[np.float32]
+    file_stat: npt.NDArray[np.int64] | None = None
 
     def __len__(self) -> int:
         return len(self.paths)

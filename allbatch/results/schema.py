@@ -6,14 +6,25 @@
                      json_attrs / large_attrs (JSON lists of attribute names stored as JSON / in
                      /meta/attrs), and the caller's provenance (argv, backend, device, model...)
 /meta/n_committed    int64 (1,)        rows [0, n_committed) are complete; later rows mean nothing
-/images/path         vlen utf-8 (N,)   relative to the input root, POSIX separators
+/images/path         vlen utf-8 (N,)   relative to the input root, POSIX separators; names that are not
+                                       valid UTF-8 are escaped losslessly (allbatch.pathtext)
 /images/sha256       S64 (N,)          hex sha256 of the bytes read, b"" when unreadable
 /images/status       int8 (N,)         ImageStatus; attribute ``names`` = "0=ok,1=decode_error,..."
 /images/error        vlen utf-8 (N,)   "" when ok
 /pred/probs          float32 (N, 4)    attribute ``class_names``; NaN for failed images
 /pred/label          int8 (N,)         argmax, -1 for failed images
 /seg/mask_fraction   float32 (N,)      NaN for failed images
+/images/file_stat    int64 (N, 3)      size, mtime_ns, ctime_ns of the file when read; -1 unknown (an
+                                       mtime_ns of -1 also means "modified just before it was read")
+/images/row_crc      uint32 (N,)       CRC-32 of the row's other columns (``row_checksums``)
 ```
+
+Row checksums: every committed row carries the CRC-32 of its canonical bytes (``row_checksums``).
+Readers and resumes verify each row (``verify_rows``): a flipped byte in a killed run's working file, a
+damaged gzip chunk or a vlen heap that no longer reads makes those rows "damaged". A resume drops them
+(their files are redone); ``read_results`` (eval, export) refuses the file with a one-line error. A
+row marked SUPERSEDED gets its new checksum written before its new status, so an interrupted
+supersede is recognised, while a status byte flipped to SUPERSEDED is not mistaken for one.
 
 Every row dataset is chunked along N (``CHUNK_ROWS`` rows). Two layouts share these names:
 
@@ -29,7 +40,9 @@ Both are plain HDF5 (default library version bounds, superblock v0, built-in fil
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import re
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -40,9 +53,12 @@ import numpy.typing as npt
 from h5py import h5d, h5p
 
 from allbatch.errors import ResultsFileError
+from allbatch.pathtext import safe_text
 from allbatch.status import ImageStatus
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2 added /images/file_stat and /images/row_crc; version 1 files are still read (unverified)."""
+READABLE_SCHEMA_VERSIONS = (1, 2)
 CHUNK_ROWS = 1024
 """Rows per chunk: 64 KiB for /images/sha256, small enough to rewrite per batch, large enough to compress."""
 GZIP_LEVEL = 4
@@ -58,6 +74,8 @@ ERROR = "images/error"
 PROBS = "pred/probs"
 LABEL = "pred/label"
 MASK_FRACTION = "seg/mask_fraction"
+FILE_STAT = "images/file_stat"
+ROW_CRC = "images/row_crc"
 
 RESERVED_ATTRS = frozenset(
     {
@@ -76,6 +94,7 @@ RESERVED_ATTRS = frozenset(
 """Root attributes the writer owns; a provenance dict may not use these names."""
 
 _STR = h5py.string_dtype("utf-8")
+_TRUNCATED = re.compile(r"truncated file: eof = (\d+).*stored_eof = (\d+)")
 
 
 @dataclass(frozen=True)
@@ -88,7 +107,14 @@ class RowDataset:
 
     @property
     def is_vlen(self) -> bool:
+        """A string dtype (vlen or fixed-length S64: both get the "alloc" fill time in the working layout)."""
         return h5py.check_string_dtype(np.dtype(self.dtype)) is not None
+
+    @property
+    def is_text(self) -> bool:
+        """A variable-length UTF-8 string dataset (read with ``asstr``)."""
+        info = h5py.check_string_dtype(np.dtype(self.dtype))
+        return info is not None and info.length is None
 
 
 def row_datasets(n_classes: int) -> tuple[RowDataset, ...]:
@@ -101,6 +127,8 @@ def row_datasets(n_classes: int) -> tuple[RowDataset, ...]:
         RowDataset(PROBS, np.float32, (n_classes,)),
         RowDataset(LABEL, np.int8),
         RowDataset(MASK_FRACTION, np.float32),
+        RowDataset(FILE_STAT, np.int64, (3,)),
+        RowDataset(ROW_CRC, np.uint32),
     )
 
 
@@ -143,17 +171,106 @@ def check_layout(f: h5py.File, where: str) -> int:
     if N_COMMITTED not in f or "schema_version" not in f.attrs:
         raise ResultsFileError(f"{where} is an HDF5 file but not an allbatch results file (no /{N_COMMITTED})")
     version = int(f.attrs["schema_version"])
-    if version != SCHEMA_VERSION:
-        raise ResultsFileError(f"{where} has results schema version {version}; this allbatch reads version {SCHEMA_VERSION}")
+    if version not in READABLE_SCHEMA_VERSIONS:
+        raise ResultsFileError(f"{where} has results schema version {version}; this allbatch reads versions {READABLE_SCHEMA_VERSIONS}")
     class_names = decode_class_names(f.attrs["class_names"])
-    missing = [spec.name for spec in row_datasets(len(class_names)) if spec.name not in f]
+    specs = [spec for spec in row_datasets(len(class_names)) if version >= 2 or spec.name not in (FILE_STAT, ROW_CRC)]
+    missing = [spec.name for spec in specs if spec.name not in f]
     if missing:
         raise ResultsFileError(f"{where} is missing datasets {missing}; the file is damaged or not written by allbatch")
-    n = int(f[N_COMMITTED][0])
-    short = [spec.name for spec in row_datasets(len(class_names)) if f[spec.name].shape[0] < n]
+    try:
+        n = int(f[N_COMMITTED][0])
+    except OSError as exc:
+        raise ResultsFileError(f"{where} is damaged: cannot read /{N_COMMITTED} ({_first_line(exc)})") from None
+    short = [spec.name for spec in specs if f[spec.name].shape[0] < n]
     if n < 0 or short:
         raise ResultsFileError(f"{where} claims {n} committed rows but {short or 'n_committed'} disagrees; the file is damaged")
     return n
+
+
+def row_checksums(columns: Mapping[str, Any]) -> npt.NDArray[np.uint32]:
+    """(n,) uint32 CRC-32 per row over the canonical bytes of every row column except ``row_crc``.
+
+    ``columns`` maps dataset names to arrays as stored: path and error as str, sha256 as bytes (S64),
+    status int8, probs float32 (n, k), label int8, mask_fraction float32, file_stat int64 (n, 3).
+    Strings are length-prefixed so that no two rows share their bytes by shifting text between columns.
+    """
+    paths, errors, sha = columns[PATH], columns[ERROR], columns[SHA256]
+    fixed = np.concatenate(
+        [
+            np.ascontiguousarray(columns[STATUS], dtype=np.int8).reshape(len(paths), -1).view(np.uint8),
+            np.ascontiguousarray(columns[PROBS], dtype=np.float32).reshape(len(paths), -1).view(np.uint8),
+            np.ascontiguousarray(columns[LABEL], dtype=np.int8).reshape(len(paths), -1).view(np.uint8),
+            np.ascontiguousarray(columns[MASK_FRACTION], dtype=np.float32).reshape(len(paths), -1).view(np.uint8),
+            np.ascontiguousarray(columns[FILE_STAT], dtype=np.int64).reshape(len(paths), -1).view(np.uint8),
+        ],
+        axis=1,
+    )
+    out = np.empty(len(paths), dtype=np.uint32)
+    for i in range(len(paths)):
+        text = b"".join(_framed(value) for value in (str(paths[i]).encode("utf-8"), bytes(sha[i]), str(errors[i]).encode("utf-8")))
+        out[i] = zlib.crc32(fixed[i].tobytes(), zlib.crc32(text))
+    return out
+
+
+def _framed(value: bytes) -> bytes:
+    return len(value).to_bytes(4, "little") + value
+
+
+def read_rows(f: h5py.File, start: int, stop: int, class_names: list[str]) -> dict[str, Any]:
+    """Rows [start, stop) of every row dataset present, decoded (paths and errors as str).
+
+    Raises:
+        OSError: HDF5 cannot read them (a damaged chunk or heap).
+        UnicodeDecodeError: a damaged string.
+    """
+    out: dict[str, Any] = {}
+    for spec in row_datasets(len(class_names)):
+        if spec.name not in f:
+            continue
+        dataset = f[spec.name]
+        out[spec.name] = np.array(dataset.asstr()[start:stop], dtype=object) if spec.is_text else dataset[start:stop]
+    return out
+
+
+def verify_rows(columns: Mapping[str, Any]) -> npt.NDArray[np.bool_]:
+    """(n,) bool: the rows whose checksum matches (all True for a version 1 file, which has none).
+
+    A row whose checksum matches only with status SUPERSEDED is a supersede cut short after its
+    checksum was written: valid, and its status is set to SUPERSEDED in ``columns`` (in place).
+    """
+    if ROW_CRC not in columns:
+        return np.ones(len(columns[PATH]), dtype=np.bool_)
+    stored = np.asarray(columns[ROW_CRC], dtype=np.uint32)
+    valid = row_checksums(columns) == stored
+    if not valid.all():
+        as_superseded = {**columns, STATUS: np.full(len(stored), ImageStatus.SUPERSEDED, dtype=np.int8)}
+        cut_short = ~valid & (np.asarray(columns[STATUS]) != ImageStatus.SUPERSEDED) & (row_checksums(as_superseded) == stored)
+        columns[STATUS][cut_short] = ImageStatus.SUPERSEDED
+        valid |= cut_short
+    return valid
+
+
+def iter_verified(
+    f: h5py.File, n: int, class_names: list[str], block: int
+) -> Iterator[tuple[int, dict[str, Any] | None, npt.NDArray[np.bool_], str]]:
+    """Rows [0, n) in blocks: (start, columns or None when unreadable, valid mask, why not valid).
+
+    ``block`` must be a multiple of CHUNK_ROWS so that a damaged chunk spoils exactly its block.
+    """
+    for start in range(0, n, block):
+        stop = min(n, start + block)
+        try:
+            columns = read_rows(f, start, stop, class_names)
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            yield start, None, np.zeros(stop - start, dtype=np.bool_), f"unreadable ({_first_line(exc)})"
+            continue
+        yield start, columns, verify_rows(columns), "checksum mismatch"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
 
 
 def open_h5(path: Path, mode: Literal["r", "r+"]) -> h5py.File:
@@ -167,7 +284,16 @@ def open_h5(path: Path, mode: Literal["r", "r+"]) -> h5py.File:
     except OSError as exc:
         if not h5py.is_hdf5(path):
             raise ResultsFileError(f"{path} is not an HDF5 file ({path.stat().st_size} bytes)") from None
-        raise ResultsFileError(f"cannot open {path} ({exc}); is another allbatch run writing it?") from exc
+        reason = _first_line(exc)
+        truncated = _TRUNCATED.search(reason)
+        if truncated:
+            raise ResultsFileError(
+                f"{path} is truncated ({truncated.group(1)} of {truncated.group(2)} bytes): it was cut short by a copy or a disk "
+                "problem (a killed run never does this); restore it, or use --overwrite to start again"
+            ) from None
+        if "lock" in reason.lower():
+            raise ResultsFileError(f"cannot open {path}: it is locked; is another allbatch run writing it?") from None
+        raise ResultsFileError(f"cannot open {path}: the file is damaged ({reason}); use --overwrite to start again") from None
 
 
 def shadowed_rows(paths: Sequence[str], status: npt.NDArray[np.int8]) -> npt.NDArray[np.bool_]:
@@ -196,7 +322,9 @@ def _encode(value: Any) -> tuple[Any, bool]:
     """(value to store, stored as JSON?) for one root attribute."""
     if isinstance(value, np.generic | np.ndarray):
         value = value.tolist()
-    if isinstance(value, str) or (isinstance(value, int | float) and not isinstance(value, bool)):
+    if isinstance(value, str):
+        return safe_text(value), False  # e.g. an input_root that is not valid UTF-8
+    if isinstance(value, int | float) and not isinstance(value, bool):
         return value, False
     return json.dumps(value, sort_keys=True), True
 

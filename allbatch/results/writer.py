@@ -56,11 +56,13 @@ rows when a run resumes and when it finishes.
 
 from __future__ import annotations
 
+import errno
 import glob
 import logging
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -74,23 +76,30 @@ import numpy.typing as npt
 
 from allbatch import CLASS_NAMES, __version__
 from allbatch.errors import ResultsFileError, UserInputError
+from allbatch.pathtext import safe_text
+from allbatch.records import UNKNOWN_STAT
 from allbatch.results.rows import ResultRows
 from allbatch.results.schema import (
     CHUNK_ROWS,
     ERROR,
+    FILE_STAT,
     LABEL,
     MASK_FRACTION,
     N_COMMITTED,
     PATH,
     PROBS,
     RESERVED_ATTRS,
+    ROW_CRC,
     SCHEMA_VERSION,
     SHA256,
     STATUS,
     check_layout,
     create_datasets,
+    iter_verified,
     open_h5,
     read_root_attrs,
+    read_rows,
+    row_checksums,
     row_datasets,
     shadowed_rows,
     working_capacity,
@@ -108,11 +117,40 @@ RUN_HISTORY_MAX = 50
 
 @dataclass(frozen=True)
 class CommittedRow:
-    """The latest live row of one path: its index in the file, content hash and ImageStatus value."""
+    """The latest live row of one path: its index in the file, content hash, ImageStatus value and the
+    file's (size, mtime_ns, ctime_ns) when it was read (``UNKNOWN_STAT`` when not recorded)."""
 
     row: int
     sha256: str
     status: int
+    file_stat: tuple[int, int, int] = UNKNOWN_STAT
+
+
+def _write_failure(path: Path, exc: BaseException) -> ResultsFileError:
+    """The one-line error for an OSError while writing ``path`` (disk full, file too large, I/O error)."""
+    text = str(exc)
+    known = {errno.ENOSPC: "the disk is full", errno.EFBIG: "the file size limit was reached", errno.EDQUOT: "the disk quota is exceeded"}
+    matches = [
+        known[code] for code in known if getattr(exc, "errno", None) == code or f"errno = {code}," in text or os.strerror(code) in text
+    ]
+    reason = matches[0] if matches else (text.strip().splitlines() or [type(exc).__name__])[0]
+    return ResultsFileError(f"cannot write {path}: {reason}; the rows committed so far are kept, free space and re-run with --resume")
+
+
+def _is_write_error(exc: BaseException) -> bool:
+    """An OSError, or the RuntimeError h5py raises when HDF5's own write or flush fails."""
+    return isinstance(exc, OSError) or (isinstance(exc, RuntimeError) and ("write failed" in str(exc) or "errno =" in str(exc)))
+
+
+@contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """Turn an I/O error of HDF5 or the file system while writing ``path`` into ResultsFileError."""
+    try:
+        yield
+    except (OSError, RuntimeError) as exc:
+        if not _is_write_error(exc):
+            raise
+        raise _write_failure(path, exc) from exc
 
 
 def _utc_now() -> str:
@@ -159,6 +197,14 @@ class _OutputLock:
             self._fd = None
 
 
+def _close_quietly(f: h5py.File) -> None:
+    """Close after a failed write: HDF5 retries its flush on close, which fails the same way."""
+    try:
+        f.close()
+    except (OSError, RuntimeError) as exc:
+        log.debug("closing results file after a write error: %s", exc)
+
+
 def _fsync_path(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -174,30 +220,39 @@ def _build(
     rows: int,
     *,
     working: bool,
-    source: h5py.File | None = None,
-    n: int = 0,
-    superseded: npt.NDArray[np.bool_] | None = None,
+    fill: Callable[[h5py.File], int] | None = None,
 ) -> Path:
     """Write a complete results file to a temporary path beside ``path`` and return that path.
 
-    It holds ``attrs``, rows [0, n) of ``source`` (with ``superseded`` rows' status set to
-    SUPERSEDED) and n_committed = n; ``rows`` is the working capacity or, for the compact layout,
-    must equal n. The caller installs it with ``_install``.
+    It holds ``attrs``, the rows ``fill(dst)`` writes from row 0 (returning how many) and
+    n_committed = that number; ``rows`` is the working capacity or, for the compact layout, must equal
+    it. The caller installs it with ``_install``. A failure removes the temporary file; an OSError
+    (disk full, file too large) becomes ResultsFileError.
     """
     tmp = _tmp_path(path)
     try:
-        # 8-byte alignment keeps /meta/n_committed inside one page, so its update is all or nothing.
-        with h5py.File(tmp, "w", alignment_threshold=1, alignment_interval=8) as dst:
-            create_datasets(dst, class_names, rows, working=working)
-            write_root_attrs(dst, attrs)
-            if source is not None:
-                _copy_rows(source, dst, n, class_names, superseded)
-            dst[N_COMMITTED][0] = n
-        _fsync_path(tmp)
+        with _writing(path):
+            # 8-byte alignment keeps /meta/n_committed inside one page, so its update is all or nothing.
+            with h5py.File(tmp, "w", alignment_threshold=1, alignment_interval=8) as dst:
+                create_datasets(dst, class_names, rows, working=working)
+                write_root_attrs(dst, attrs)
+                n = fill(dst) if fill is not None else 0
+                dst[N_COMMITTED][0] = n
+            _fsync_path(tmp)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return tmp
+
+
+def _copier(source: h5py.File, n: int, class_names: list[str]) -> Callable[[h5py.File], int]:
+    """A ``_build`` fill that copies rows [0, n) of a file this version wrote, unchanged."""
+
+    def fill(dst: h5py.File) -> int:
+        _copy_rows(source, dst, n, class_names)
+        return n
+
+    return fill
 
 
 def _install(tmp: Path, path: Path) -> None:
@@ -209,14 +264,75 @@ def _install(tmp: Path, path: Path) -> None:
         log.debug("fsync of %s not supported", path.parent)
 
 
-def _copy_rows(source: h5py.File, dst: h5py.File, n: int, class_names: list[str], superseded: npt.NDArray[np.bool_] | None) -> None:
+def _copy_rows(source: h5py.File, dst: h5py.File, n: int, class_names: list[str]) -> None:
     for start in range(0, n, COPY_BLOCK_ROWS):
         stop = min(n, start + COPY_BLOCK_ROWS)
         for spec in row_datasets(len(class_names)):
-            data = source[spec.name][start:stop]
-            if spec.name == STATUS and superseded is not None:
-                data = np.where(superseded[start:stop], np.int8(ImageStatus.SUPERSEDED), data).astype(np.int8)
-            dst[spec.name][start:stop] = data
+            dst[spec.name][start:stop] = source[spec.name][start:stop]
+
+
+@dataclass
+class _Verified:
+    """What a resume learnt from the old file's committed rows (only the rows that verify are kept)."""
+
+    keep: npt.NDArray[np.bool_]
+    paths: list[str]
+    sha256: list[str]
+    status: npt.NDArray[np.int8]
+    file_stat: npt.NDArray[np.int64]
+    damaged: list[tuple[int, str]]
+
+
+def _verify_committed(source: h5py.File, n: int, class_names: list[str]) -> _Verified:
+    """Pass 1 of a resume: verify every committed row; gather the kept rows' keys."""
+    keep = np.zeros(n, dtype=np.bool_)
+    paths: list[str] = []
+    sha: list[str] = []
+    status: list[npt.NDArray[np.int8]] = []
+    stats: list[npt.NDArray[np.int64]] = []
+    damaged: list[tuple[int, str]] = []
+    for start, columns, valid, why in iter_verified(source, n, class_names, COPY_BLOCK_ROWS):
+        keep[start : start + len(valid)] = valid
+        damaged.extend((start + int(i), why) for i in np.flatnonzero(~valid))
+        if columns is None or not valid.any():
+            continue
+        paths.extend(columns[PATH][valid].tolist())
+        sha.extend(s.decode("ascii", "replace") for s in columns[SHA256][valid].tolist())
+        status.append(np.asarray(columns[STATUS][valid], dtype=np.int8))
+        stats.append(columns[FILE_STAT][valid] if FILE_STAT in columns else np.full((int(valid.sum()), 3), -1, np.int64))
+    return _Verified(
+        keep=keep,
+        paths=paths,
+        sha256=sha,
+        status=np.concatenate(status) if status else np.zeros(0, np.int8),
+        file_stat=np.concatenate(stats) if stats else np.zeros((0, 3), np.int64),
+        damaged=damaged,
+    )
+
+
+def _verified_filler(
+    source: h5py.File, n: int, class_names: list[str], verified: _Verified, stale: npt.NDArray[np.bool_]
+) -> Callable[[h5py.File], int]:
+    """Pass 2 of a resume: copy the rows that verified, compacted, with ``stale`` ones (indexed like
+    the kept rows) marked SUPERSEDED and their checksum renewed; a version 1 file gains both new columns."""
+
+    def fill(dst: h5py.File) -> int:
+        out = 0
+        for start, columns, valid, _ in iter_verified(source, n, class_names, COPY_BLOCK_ROWS):
+            keep = verified.keep[start : start + len(valid)] & valid
+            if columns is None or not keep.any():
+                continue
+            block = {name: np.asarray(value)[keep] for name, value in columns.items()}
+            m = int(keep.sum())
+            block.setdefault(FILE_STAT, np.full((m, 3), -1, dtype=np.int64))
+            block[STATUS] = np.where(stale[out : out + m], np.int8(ImageStatus.SUPERSEDED), block[STATUS]).astype(np.int8)
+            block[ROW_CRC] = row_checksums(block)
+            for name, value in block.items():
+                dst[name][out : out + m] = value
+            out += m
+        return out
+
+    return fill
 
 
 def _short(value: Any, limit: int = 60) -> str:
@@ -354,11 +470,11 @@ class ResultsWriter:
             n = check_layout(source, str(path))
             stored = read_root_attrs(source)
             _check_compat(path, stored, compat, class_names)
-            paths = source[PATH].asstr()[:n].tolist()
-            sha = [s.decode("ascii") for s in source[SHA256][:n].tolist()]
-            status = source[STATUS][:n]
+            verified = _verify_committed(source, n, class_names)
+            paths, status = verified.paths, verified.status
             stale = shadowed_rows(paths, status)
-            history = [*stored.get("run_history", []), {**run, "committed_before": n}][-RUN_HISTORY_MAX:]
+            kept = len(paths)
+            history = [*stored.get("run_history", []), {**run, "committed_before": kept}][-RUN_HISTORY_MAX:]
             attrs: dict[str, Any] = {
                 **provenance,
                 "schema_version": SCHEMA_VERSION,
@@ -370,18 +486,27 @@ class ResultsWriter:
                 "class_names": class_names,
                 "compat": dict(compat),
             }
-            capacity = working_capacity(n + extra)
-            tmp = _build(path, attrs, class_names, capacity, working=True, source=source, n=n, superseded=stale)
+            capacity = working_capacity(kept + extra)
+            tmp = _build(path, attrs, class_names, capacity, working=True, fill=_verified_filler(source, n, class_names, verified, stale))
         finally:
             source.close()
         _install(tmp, path)
+        if verified.damaged:
+            first, why = verified.damaged[0]
+            log.warning(
+                "%s: %d committed rows failed verification (first: row %d, %s) and were dropped; their files are redone",
+                path,
+                len(verified.damaged),
+                first,
+                why,
+            )
         latest: dict[str, CommittedRow] = {}
-        for i in range(n):
+        for i in range(kept):
             if status[i] != ImageStatus.SUPERSEDED and not stale[i]:
-                latest[paths[i]] = CommittedRow(i, sha[i], int(status[i]))
-        discarded = int(stale.sum())
-        log.info("resuming %s: %d committed rows, %d stale duplicates marked superseded", path, n, discarded)
-        return cls(path, n, capacity, class_names, latest, lock)
+                size, mtime_ns, ctime_ns = (int(v) for v in verified.file_stat[i])
+                latest[paths[i]] = CommittedRow(i, verified.sha256[i], int(status[i]), (size, mtime_ns, ctime_ns))
+        log.info("resuming %s: %d committed rows, %d stale duplicates marked superseded", path, kept, int(stale.sum()))
+        return cls(path, kept, capacity, class_names, latest, lock)
 
     # ---------------------------------------------------------------- state
     @property
@@ -404,16 +529,19 @@ class ResultsWriter:
             self._grow(self._n + m)
         f = self._h5()
         start, stop = self._n, self._n + m
-        for name, data in columns.items():
-            f[name][start:stop] = data
-        f.flush()
-        f[N_COMMITTED][0] = stop
-        f.flush()
+        with self._failing_stops_writes():
+            for name, data in columns.items():
+                f[name][start:stop] = data
+            f.flush()
+            f[N_COMMITTED][0] = stop
+            f.flush()
         with self._lock:
             self._n = stop
+            stats = columns[FILE_STAT].tolist()
             for i, (relpath, status) in enumerate(zip(rows.paths, columns[STATUS].tolist(), strict=True)):
-                self._latest[relpath] = CommittedRow(start + i, rows.sha256[i], int(status))
-        self._reopen()  # forget heap collections that now hold committed strings (module docstring, 3.)
+                self._latest[relpath] = CommittedRow(start + i, rows.sha256[i], int(status), tuple(stats[i]))
+        with self._failing_stops_writes():
+            self._reopen()  # forget heap collections that now hold committed strings (module docstring, 3.)
 
     def supersede(self, row_indices: Sequence[int]) -> None:
         """Mark committed rows SUPERSEDED (their file changed; the caller appends or appended the new row).
@@ -429,8 +557,17 @@ class ResultsWriter:
         if indices[0] < 0 or indices[-1] >= self._n:
             raise ValueError(f"row indices must be committed rows in [0, {self._n}), got {indices[0]}..{indices[-1]}")
         f = self._h5()
-        f[STATUS][indices] = np.full(len(indices), ImageStatus.SUPERSEDED, dtype=np.int8)
-        f.flush()
+        with self._failing_stops_writes():
+            # The new checksum first, then the status: a cut between the two is recognised as an
+            # interrupted supersede (schema.verify_rows), never as a live row.
+            superseded = np.full(len(indices), ImageStatus.SUPERSEDED, dtype=np.int8)
+            for position, row in enumerate(indices):
+                columns = read_rows(f, row, row + 1, self.class_names)
+                columns[STATUS] = superseded[position : position + 1]
+                f[ROW_CRC][row] = row_checksums(columns)[0]
+            f.flush()
+            f[STATUS][indices] = superseded
+            f.flush()
         gone = set(indices)
         with self._lock:
             self._latest = {path: row for path, row in self._latest.items() if row.row not in gone}
@@ -445,15 +582,16 @@ class ResultsWriter:
             if f is None:
                 return
             if not compact:
-                f.close()
+                _close_quietly(f)
                 return
             try:
                 attrs = read_root_attrs(f)
                 attrs["updated_utc"] = _utc_now()
-                tmp = _build(self.path, attrs, self.class_names, self._n, working=False, source=f, n=self._n)
+                tmp = _build(self.path, attrs, self.class_names, self._n, working=False, fill=_copier(f, self._n, self.class_names))
             finally:
-                f.close()
-            _install(tmp, self.path)
+                _close_quietly(f)
+            with _writing(self.path):
+                _install(tmp, self.path)
             log.debug("closed %s: %d rows, compacted", self.path, self._n)
         finally:
             self._output_lock.release()
@@ -465,6 +603,23 @@ class ResultsWriter:
         self.close(compact=exc_type is None)
 
     # ---------------------------------------------------------------- internals
+    @contextmanager
+    def _failing_stops_writes(self) -> Iterator[None]:
+        """An OSError while writing in place (disk full, file size limit) ends this writer: the file is
+        closed without compaction (its committed rows stay readable and resumable) and the error is
+        raised as ResultsFileError; later calls fail with "closed"."""
+        try:
+            yield
+        except (OSError, RuntimeError) as exc:
+            if not _is_write_error(exc):
+                raise
+            f, self._file = self._file, None
+            self._closed = True
+            if f is not None:
+                _close_quietly(f)
+            self._output_lock.release()
+            raise _write_failure(self.path, exc) from exc
+
     def _h5(self) -> h5py.File:
         if self._closed or self._file is None:
             raise ResultsFileError(f"{self.path} is closed")
@@ -472,8 +627,8 @@ class ResultsWriter:
 
     def _reopen(self) -> None:
         if self._file is not None:
-            self._file.close()
-            self._file = None
+            f, self._file = self._file, None
+            f.close()
         self._file = open_h5(self.path, "r+")
 
     def _grow(self, needed: int) -> None:
@@ -481,11 +636,14 @@ class ResultsWriter:
         capacity = working_capacity(max(needed, 2 * self._capacity))
         f = self._h5()
         try:
-            tmp = _build(self.path, read_root_attrs(f), self.class_names, capacity, working=True, source=f, n=self._n)
+            tmp = _build(
+                self.path, read_root_attrs(f), self.class_names, capacity, working=True, fill=_copier(f, self._n, self.class_names)
+            )
         finally:
-            f.close()
+            _close_quietly(f)
             self._file = None
-        _install(tmp, self.path)
+        with _writing(self.path):
+            _install(tmp, self.path)
         self._capacity = capacity
         self._reopen()
         log.debug("grew %s to %d rows", self.path, capacity)
@@ -499,17 +657,22 @@ class ResultsWriter:
             PATH: np.array([str(p) for p in rows.paths], dtype=object),
             SHA256: np.array([s.encode("ascii") for s in rows.sha256], dtype="S64"),
             STATUS: np.asarray(rows.status, dtype=np.int8),
-            ERROR: np.array([str(e) for e in rows.errors], dtype=object),
+            ERROR: np.array([safe_text(str(e)) for e in rows.errors], dtype=object),
             PROBS: probs,
             LABEL: np.asarray(rows.labels, dtype=np.int8),
             MASK_FRACTION: np.asarray(rows.mask_fraction, dtype=np.float32),
+            FILE_STAT: np.full((m, 3), -1, dtype=np.int64) if rows.file_stat is None else np.asarray(rows.file_stat, dtype=np.int64),
         }
         lengths = {name: len(value) for name, value in columns.items()} | {"sha256": len(rows.sha256)}
-        if set(lengths.values()) != {m} or probs.shape != (m, k):
+        if set(lengths.values()) != {m} or probs.shape != (m, k) or columns[FILE_STAT].shape != (m, 3):
             raise ValueError(f"inconsistent batch: {lengths}, probs shape {probs.shape}, expected ({m}, {k})")
+        unencodable = [p for p in columns[PATH] if p != safe_text(p)]
+        if unencodable:
+            raise ValueError(f"paths must be valid text (allbatch.pathtext.fs_to_text), got {safe_text(unencodable[0])!r}")
         bad = [s for s in rows.sha256 if s and (len(s) != 64 or any(c not in "0123456789abcdef" for c in s))]
         if bad:
             raise ValueError(f"sha256 must be 64 lowercase hex characters or empty, got {bad[0]!r}")
+        columns[ROW_CRC] = row_checksums(columns)
         return columns
 
 

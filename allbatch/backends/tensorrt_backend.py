@@ -35,6 +35,7 @@ from allbatch.backends.fp16_check import (
     judge_fp16,
     reference_probs,
 )
+from allbatch.backends.select import CUPY_INSTALL_HINT
 from allbatch.backends.trt_engine import (
     EngineKey,
     Precision,
@@ -55,7 +56,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("allbatch.backends")
 
-CUPY_INSTALL_HINT = "pip install cupy-cuda13x"
 TENSOR_ALIGNMENT = 256
 """Bytes: TensorRT requires I/O tensor addresses aligned to 256 (CuPy's own allocations are)."""
 

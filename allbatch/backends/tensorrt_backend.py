@@ -40,6 +40,7 @@ from allbatch.backends.trt_engine import (
     EngineKey,
     Precision,
     default_cache_dir,
+    engine_device_memory_bytes,
     engine_paths,
     load_or_build_engine,
     read_sidecar,
@@ -228,7 +229,7 @@ class TensorRTBackend:
             name,
             self.key.describe(),
             np.dtype(self._input_dtype).name,
-            engine.device_memory_size_v2 / (1 << 20),
+            engine_device_memory_bytes(engine) / (1 << 20),
         )
 
     def _check_io(self, engine: trt.ICudaEngine) -> None:
@@ -385,7 +386,7 @@ class TensorRTBackend:
             details["engine_path"] = str(engine_file)
             details["compute_capability"] = self.key.compute_capability
         if self._engine is not None:
-            details["engine_device_memory_bytes"] = int(self._engine.device_memory_size_v2)
+            details["engine_device_memory_bytes"] = engine_device_memory_bytes(self._engine)
             details["input_dtype"] = np.dtype(self._input_dtype).name
         if self.fp16_figures is not None:
             details["fp16_agreement"] = self.fp16_figures

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from allbatch.assemble import InputDtype, assemble_pair
 from allbatch.decode import DEFAULT_MAX_PIXELS, DecodeFailure
-from allbatch.gpu.cupy_assemble import InputDtype, assemble_cupy, assemble_numpy
 from allbatch.gpu.dali_graph import Device
 from allbatch.gpu.dali_pipeline import DaliRunner, GraphBatch
 from allbatch.gpu.isolation import Header, check_header, dali_error_message, is_decode_error, run_isolating
@@ -185,7 +185,7 @@ class DaliPreparer:
             return np.zeros((0, 2, 3, size, size), dtype=self.input_dtype)
         original = np.concatenate([p.graph.original[p.rows] for p in parts])
         segmented = np.concatenate([p.graph.segmented[p.rows] for p in parts])
-        return assemble_numpy(original, segmented, self.prep, self.input_dtype)
+        return assemble_pair(np, original, segmented, self.prep, self.input_dtype)
 
     def _assemble_gpu(self, parts: list[_Part], n_ok: int) -> Any:
         import cupy
@@ -201,7 +201,7 @@ class DaliPreparer:
                 if len(rows) != original.shape[0]:  # a row was refused: gather the kept ones on the GPU
                     index = cupy.asarray(rows)
                     original, segmented = original[index], segmented[index]
-                assemble_cupy(original, segmented, self.prep, self.input_dtype, out=out[offset : offset + len(rows)])
+                assemble_pair(cupy, original, segmented, self.prep, self.input_dtype, out=out[offset : offset + len(rows)])
                 offset += len(rows)
         # The DALI buffers behind ``parts`` must outlive the kernels, and the consumer may use another
         # stream: finish here, once per batch.

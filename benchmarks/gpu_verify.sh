@@ -95,6 +95,8 @@ env_report() {
     echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "mode $mode: decoder $DECODER, backend $BACKEND, $COUNT images from $SRC, batch $BATCH"
     "$PY" -c 'import sys, numpy; print("python", sys.version.split()[0], "numpy", numpy.__version__)'
+    echo "PYTHONPATH=$PYTHONPATH"
+    if [[ -d "$WORK/pydeps" ]]; then echo "unpacked wheels: $(ls "$WORK/pydeps" | tr '\n' ' ')"; fi
     "$PY" -m allbatch info --json
 }
 
@@ -114,7 +116,7 @@ fi
 
 # to_file FILE COMMAND...: COMMAND's stdout (and stderr) into FILE, as one command that `timeout` can run.
 to_file=(bash -c 'out=$1; shift; "$@" > "$out" 2>> "$LOG"' to_file)
-export LOG=$log PY WORK mode DECODER BACKEND COUNT SRC BATCH
+export LOG=$log PY WORK mode DECODER BACKEND COUNT SRC BATCH PYTHONPATH
 
 step env 45 bash -c "$(declare -f env_report); env_report > '$OUT/env.txt' 2>&1"
 step tests 100 "$PY" -m pytest -q -m gpu -p no:cacheprovider --junitxml="$OUT/gpu-tests.xml" tests

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,8 +26,11 @@ def dry_run(out: Path, model: Path, **env: str) -> subprocess.CompletedProcess[s
 
 
 def test_dry_run_passes_every_step_and_returns_at_most_8_files(tiny_model: Path, tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    done = dry_run(out, tiny_model)
+    out, wheels = tmp_path / "out", tmp_path / "wheels"
+    wheels.mkdir()
+    with zipfile.ZipFile(wheels / "probe_pkg-0-py3-none-any.whl", "w") as wheel:  # what WHEELS holds on the device
+        wheel.writestr("probe_pkg/__init__.py", "")
+    done = dry_run(out, tiny_model, WHEELS=str(wheels))
     log = (out / "steps.log").read_text(encoding="utf-8") if (out / "steps.log").is_file() else ""
     assert done.returncode == 0, done.stdout + done.stderr + log[-4000:]
     assert sorted(path.name for path in out.iterdir()) == FILES  # at most 8 files come back from the device
@@ -41,7 +45,8 @@ def test_dry_run_passes_every_step_and_returns_at_most_8_files(tiny_model: Path,
     assert parity["gpu"]["decoder"] == "dali-cpu" and parity["cpu"]["decoder"] == "cpu"
     assert summary["run_gpu_side"]["ok"] == 8 and summary["run_cpu_side"]["ok"] == 8
     assert summary["bench"]["summary"]["end_to_end_images_per_s"] > 0
-    assert "nvidia-smi: not available" in (out / "env.txt").read_text(encoding="utf-8")
+    env = (out / "env.txt").read_text(encoding="utf-8")
+    assert "nvidia-smi: not available" in env and "unpacked wheels: probe_pkg" in env
 
 
 def test_a_failing_step_does_not_stop_the_others(tiny_model: Path, tmp_path: Path) -> None:

@@ -10,6 +10,10 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # each runs the whole script: about a minute on the 2-core machine
+
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "allbatch" / "demo"
 STEPS = ["env", "tests", "images", "run-gpu", "run-cpu", "parity", "bench"]

@@ -27,6 +27,13 @@ OPTIONAL_MODULES = ("torch", "cupy", "nvidia.dali", "tensorrt")
 """GPU packages, imported to read ``__version__`` (their distribution names vary with the CUDA version)."""
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, e.g. a container's share), at least 1."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 def core_library_versions() -> dict[str, str]:
     versions = {}
     for dist in CORE_LIBRARIES:
@@ -65,8 +72,7 @@ def cpu_info() -> dict[str, Any]:
             elif key == "core id":
                 cores.add((package, value))
         physical = len(cores) or None
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"model": model, "logical_cores": os.cpu_count(), "physical_cores": physical, "usable_cores": usable}
+    return {"model": model, "logical_cores": os.cpu_count(), "physical_cores": physical, "usable_cores": usable_cores()}
 
 
 def model_info(path: Path = DEFAULT_MODEL) -> dict[str, Any]:

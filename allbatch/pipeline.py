@@ -63,7 +63,8 @@ class RunConfig:
     batch_size: int = 64
     mode: WriteMode = "new"
     symlinks: SymlinkPolicy = "follow"
-    decode_threads: int = 2
+    decode_threads: int | None = None
+    """Decode threads (Pillow pool or DALI's CPU threads); None: ``auto_decode_threads()``."""
     argv: list[str] = field(default_factory=list)
     infer_chunk_seconds: float | None = INFER_CHUNK_SECONDS
     """See INFER_CHUNK_SECONDS; None infers whole batches (the benchmark's batch-size sweep)."""
@@ -174,13 +175,26 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+MAX_AUTO_DECODE_THREADS = 16
+"""More decode threads than this bring nothing for one GPU's (or one process's) batches."""
+
+
+def auto_decode_threads() -> int:
+    """One decode thread per usable core, at most ``MAX_AUTO_DECODE_THREADS`` (2 on the 2-core development
+    machine, 16 on a 16-core GPU machine: DALI's CPU stage and the mixed decoder's host part use them)."""
+    from allbatch.info import usable_cores
+
+    return min(usable_cores(), MAX_AUTO_DECODE_THREADS)
+
+
 def make_preparer(decoder: str, artifact: ModelArtifact, config: RunConfig) -> Preparer:
     """The decode/segment/assemble stage for a resolved decoder name ("cpu", "dali", "dali-cpu")."""
     manifest = artifact.manifest
+    threads = config.decode_threads if config.decode_threads is not None else auto_decode_threads()
     if decoder == "cpu":
         from allbatch.cpu_prepare import PillowPreparer
 
-        return PillowPreparer(manifest.prep, manifest.seg, threads=config.decode_threads)
+        return PillowPreparer(manifest.prep, manifest.seg, threads=threads)
     from allbatch.gpu.dali_preparer import DaliPreparer
 
     return DaliPreparer(
@@ -188,7 +202,7 @@ def make_preparer(decoder: str, artifact: ModelArtifact, config: RunConfig) -> P
         manifest.seg,
         device="gpu" if decoder == "dali" else "cpu",
         max_batch=config.batch_size,
-        num_threads=config.decode_threads,
+        num_threads=threads,
     )
 
 

@@ -59,7 +59,11 @@ def resize_rgb(image: npt.NDArray[np.uint8], size: int) -> npt.NDArray[np.uint8]
 
 
 def normalise_pair(original: npt.NDArray[np.uint8], segmented: npt.NDArray[np.uint8], prep: Preprocessing) -> npt.NDArray[np.float32]:
-    """Two (S, S, 3) uint8 images -> one (2, 3, S, S) float32 model input (original first)."""
-    pair = np.stack([original, segmented]).astype(np.float32)  # (2, S, S, 3)
-    pair = (pair * np.float32(1.0 / 255.0) - np.float32(prep.mean)) * np.float32(1.0 / prep.std)
-    return np.ascontiguousarray(pair.transpose(0, 3, 1, 2))
+    """Two (S, S, 3) uint8 images -> one (2, 3, S, S) float32 model input (original first).
+
+    ``allbatch.assemble.assemble_pair`` on a batch of one: the GPU path runs the same code with CuPy.
+    """
+    from allbatch.assemble import assemble_pair  # assemble imports Preprocessing from here
+
+    result: npt.NDArray[np.float32] = assemble_pair(np, original[None], segmented[None], prep)[0]
+    return result

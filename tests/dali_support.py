@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-DATASET_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "all-kaggle"
+_BESIDE_THE_CHECKOUT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "all-kaggle"
+DATASET_ROOT = Path(os.environ.get("ALLBATCH_DATASET_ROOT") or _BESIDE_THE_CHECKOUT)
+"""The development images (``Original/<class>/*.jpg``): beside the checkout, or ``$ALLBATCH_DATASET_ROOT`` (a
+worktree elsewhere, the images staged on a GPU machine)."""
 
 
 def _importable(module: str) -> bool:

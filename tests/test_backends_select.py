@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -172,7 +173,21 @@ def test_decoder_availability() -> None:
     else:
         assert available["dali-cpu"][0] is True
         if not CUDA:
-            assert available["dali"][0] is False and "no CUDA GPU" in available["dali"][1]
+            assert available["dali"][0] is False
+            assert "no CUDA GPU" in available["dali"][1] or "cupy not installed" in available["dali"][1]
+
+
+def test_dali_decoder_needs_cupy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DALI without CuPy: the GPU preparer could not assemble, so `dali` is unusable and auto picks `cpu`."""
+    pytest.importorskip("nvidia.dali", reason="checks a machine with DALI installed")
+    monkeypatch.setitem(sys.modules, "cupy", None)  # None in sys.modules: `import cupy` raises ImportError
+    available = decoder_availability()
+    assert available["dali-cpu"][0] is True
+    usable, reason = available["dali"]
+    assert usable is False and "cupy not installed (pip install cupy-cuda13x)" in reason
+    assert resolve_decoder("auto", for_backend="torch") == "cpu"
+    with pytest.raises(BackendUnavailableError, match=r"decoder dali is not available: .*cupy not installed"):
+        resolve_decoder("dali")
 
 
 @no_cuda_only

@@ -19,7 +19,7 @@ from allbatch.manifest import ModelArtifact, load_model_artifact
 torch = pytest.importorskip("torch", reason="the torch backend needs torch")
 
 from allbatch.backends.ort_backend import OnnxRuntimeBackend  # noqa: E402 - after the importorskip
-from allbatch.backends.torch_backend import TorchBackend, graph_batch_size, load_torch_model  # noqa: E402
+from allbatch.backends.torch_backend import TorchBackend, chunk_rows, load_torch_model  # noqa: E402
 
 PARITY_ATOL = 1e-4
 DEMO = Path(__file__).resolve().parents[1] / "allbatch" / "demo"
@@ -129,10 +129,63 @@ def test_weights_that_do_not_fit_the_architecture_are_a_model_error(artifact: Mo
 
 
 @pytest.mark.parametrize(
-    ("n", "max_batch", "size"), [(1, 256, 1), (3, 256, 4), (64, 256, 64), (65, 256, 128), (200, 256, 256), (70, 100, 100)]
+    ("n", "max_batch", "chunks"),
+    [(1, 256, [(0, 1)]), (256, 256, [(0, 256)]), (8, 3, [(0, 3), (3, 3), (6, 2)]), (0, 4, []), (9, 4, [(0, 4), (4, 4), (8, 1)])],
 )
-def test_graph_batch_size_buckets(n: int, max_batch: int, size: int) -> None:
-    assert graph_batch_size(n, max_batch) == size
+def test_chunk_rows(n: int, max_batch: int, chunks: list[tuple[int, int]]) -> None:
+    assert chunk_rows(n, max_batch) == chunks
+
+
+def test_static_shapes_pad_the_last_partial_chunk_on_the_cpu(
+    artifact: ModelArtifact, demo_batch: np.ndarray, ort_probs: np.ndarray
+) -> None:
+    """The bookkeeping that CUDA graphs and cuDNN autotuning rely on, run on the CPU with capture off: every
+    forward sees exactly (max_batch, ...) rows, padding rows are zero and never returned."""
+    seen: list[tuple[int, ...]] = []
+    with TorchBackend(artifact, device="cpu", precision="fp32", max_batch=3, static_shapes=True) as backend:
+        assert backend._net is not None
+        hook = backend._net.backbone.register_forward_pre_hook(lambda _module, args: seen.append(tuple(args[0].shape)))
+        probs = backend.infer(demo_batch).probs  # chunks of 3, 3 and 2 (+1 padding row)
+        assert backend.padded_rows == 1
+        alone = backend.infer(demo_batch[7:8]).probs  # after a full chunk: the stale rows must not matter
+        assert backend.padded_rows == 3
+        assert backend.describe()["static_shapes"] is True
+        assert backend._static_in is not None and not backend._static_in[1:].any()  # the padding is zeros
+        hook.remove()
+    assert seen == [(6, 3, 224, 224)] * 4  # 3 rows x 2 channels each time, never the partial 2 or 1
+    assert probs.shape == (8, 4) and alone.shape == (1, 4)
+    assert np.abs(probs - ort_probs).max() < PARITY_ATOL
+    np.testing.assert_allclose(alone[0], probs[7], rtol=0, atol=1e-6)
+
+
+def test_static_shapes_default_on_cuda_only(artifact: ModelArtifact) -> None:
+    assert TorchBackend(artifact, device="cpu").static_shapes is False
+    assert TorchBackend(artifact, device="cuda").static_shapes is True
+    with pytest.raises(UserInputError, match="CUDA graphs replay one fixed input shape"):
+        TorchBackend(artifact, cuda_graphs=True, static_shapes=False)
+
+
+def test_fp32_reference_math_uses_the_new_tf32_api_and_restores_it() -> None:
+    """torch >= 2.9: reading a legacy allow_tf32 flag after the new fp32_precision API was used raises, so the
+    backend must not touch the legacy flags (this runs on a CPU build too: the flags are process-wide)."""
+    import warnings
+
+    from allbatch.backends.torch_backend import use_fp32_reference_math
+
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    if not hasattr(cudnn, "conv"):
+        pytest.skip(f"torch {torch.__version__} has only the legacy TF32 flags")
+    before = (cudnn.conv.fp32_precision, matmul.fp32_precision)
+    cudnn.conv.fp32_precision = "tf32"  # someone chose the new API before us
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # and no deprecation warning either
+            restore = use_fp32_reference_math(torch)
+            assert (cudnn.conv.fp32_precision, matmul.fp32_precision) == ("ieee", "ieee")
+            restore()
+        assert cudnn.conv.fp32_precision == "tf32" and matmul.fp32_precision == before[1]
+    finally:
+        cudnn.conv.fp32_precision, matmul.fp32_precision = before
 
 
 # -- GPU (CUDA) --------------------------------------------------------------------------------------
@@ -158,11 +211,12 @@ def test_cuda_graphs_match_eager_for_full_and_partial_batches(artifact: ModelArt
     with TorchBackend(artifact, precision="fp32", max_batch=4) as eager:
         expected = eager.infer(demo_batch).probs
     with TorchBackend(artifact, precision="fp32", max_batch=4, cuda_graphs=True) as graphed:
+        assert graphed._graph is not None  # captured in __enter__, before any producer thread runs
         full = graphed.infer(demo_batch).probs  # two replays of the size-4 graph
         partial = graphed.infer(demo_batch[:3]).probs  # padded into the size-4 graph
-        single = graphed.infer(demo_batch[5:6]).probs  # a size-1 graph
+        single = graphed.infer(demo_batch[5:6]).probs  # padded as well: one graph serves every call
         again = graphed.infer(demo_batch).probs
-        assert sorted(graphed._graphs) == [1, 4]
+        assert graphed.padded_rows == 1 + 3
     np.testing.assert_allclose(full, expected, rtol=0, atol=1e-5)
     np.testing.assert_allclose(partial, expected[:3], rtol=0, atol=1e-5)
     np.testing.assert_allclose(single, expected[5:6], rtol=0, atol=1e-5)

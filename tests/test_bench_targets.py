@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from allbatch.bench.runner import select_images
-from allbatch.bench.targets import TargetContext, evaluate_targets
+from allbatch.bench.targets import TargetContext, evaluate_targets, is_hopper
 from allbatch.bench.timing import summarise, throughput
 from allbatch.cli.bench_cmd import parse_batch_sizes
 from allbatch.discover import DiscoveredFile
@@ -45,6 +45,24 @@ def test_h100_target_applies_only_to_dali_and_torch_on_an_h100() -> None:
     assert on_h100["end_to_end_vs_baseline_cpu"]["applicable"] is False
     cpu_decode = evaluate_targets(context(gpu_name="NVIDIA H100 80GB HBM3", decoder="cpu", **gpu))
     assert cpu_decode["end_to_end_h100"]["applicable"] is False
+
+
+@pytest.mark.parametrize(
+    ("name", "hopper"),
+    [
+        ("NVIDIA H100 80GB HBM3", True),
+        ("NVIDIA H200", True),
+        ("NVIDIA H100 NVL", True),
+        ("NVIDIA GH200 480GB", True),
+        ("NVIDIA A100-SXM4-80GB", False),
+        ("NVIDIA H20", False),
+        ("", False),
+    ],
+)
+def test_the_3000_target_applies_on_h100_and_h200(name: str, hopper: bool) -> None:
+    assert is_hopper(name) is hopper
+    gpu = {"on_gpu": True, "backend": "torch", "decoder": "dali", "end_to_end": 3500.0}
+    assert evaluate_targets(context(gpu_name=name, **gpu))["end_to_end_h100"]["applicable"] is hopper
 
 
 def test_without_a_baseline_the_baseline_targets_are_not_measured() -> None:

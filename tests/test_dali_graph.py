@@ -188,3 +188,36 @@ def test_build_pipeline_checks_device_arguments() -> None:
         build_pipeline(2, "gpu", SEG, prep, 1, None)
     with pytest.raises(ValueError, match="'gpu' or 'cpu'"):
         build_pipeline(2, "tpu", SEG, prep, 1, None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("band", [0.0, 48 / 224])
+def test_gpu_graph_is_defined_here_and_fails_only_for_want_of_cuda(band: float) -> None:
+    """The GPU graph (mixed decoder, every later node on the GPU) is defined on this CPU machine: DALI checks
+    operator placement while the graph is defined (a GPU node as a named argument, a GPU input to a CPU
+    operator, an unknown argument raise there), so the only error left is the missing CUDA device, raised when
+    the backend pipeline is created. On a GPU machine the same build succeeds."""
+    from dali_support import cuda_reason
+
+    from allbatch.gpu.dali_pipeline import build_pipeline
+
+    prep = Preprocessing(blank_bottom_fraction=band)
+    if cuda_reason() is None:
+        assert build_pipeline(64, "gpu", SEG, prep, 2, 0) is not None
+        return
+    with pytest.raises(RuntimeError, match="create a GPU DALI pipeline while CUDA is not available"):
+        build_pipeline(64, "gpu", SEG, prep, 2, 0)
+
+
+def test_a_placement_mistake_fails_before_the_cuda_check() -> None:
+    """What the test above relies on: a misplaced node fails at definition, with another message."""
+    from nvidia.dali import fn, pipeline_def, types
+
+    @pipeline_def(batch_size=2, num_threads=1, device_id=0, prefetch_queue_depth=1)
+    def misplaced() -> Any:
+        encoded = fn.external_source(name="encoded", batch=True, dtype=types.UINT8, ndim=1)
+        rgb = fn.decoders.image(encoded, device="mixed")  # on the GPU from here on
+        row = fn.cast(rgb, dtype=types.FLOAT)[0, 0]
+        return fn.erase(rgb, anchor=row, shape=row, axis_names="H")  # GPU data as a named argument
+
+    with pytest.raises(ValueError, match="Named arguments must be on CPU"):
+        misplaced().build()

@@ -1,4 +1,5 @@
-"""The DALI graph on the GPU (mixed decoder, GPU arithmetic) and the CuPy assembly; skipped without CUDA.
+"""The DALI graph on the GPU (mixed decoder, GPU arithmetic) and the GPU preparer; skipped without DALI or CUDA
+(the CuPy assembly alone is tested in test_gpu_cupy.py, which needs no DALI).
 
 Tolerances: nvJPEG may decode JPEGs a few levels away from libjpeg-turbo, so GPU vs CPU comparisons of
 decoded pixels use DALI's own decoder-consistency bound (mean absolute difference <= 4 levels per
@@ -83,27 +84,6 @@ def test_gpu_segmentation_is_exact_on_every_8bit_colour() -> None:
         assert batch.mask_pixels[row] == ref_mask.sum()
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float16"])
-def test_cupy_assembly_equals_the_numpy_reference_bit_for_bit(dtype: str) -> None:
-    import cupy
-
-    from allbatch.gpu.cupy_assemble import assemble_cupy, assemble_numpy
-
-    prep = Preprocessing(mean=0.485, std=0.229)
-    rng = np.random.default_rng(0)
-    original = rng.integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
-    segmented = rng.integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
-    expected = assemble_numpy(original, segmented, prep, dtype)  # type: ignore[arg-type]
-    got = assemble_cupy(cupy.asarray(original), cupy.asarray(segmented), prep, dtype)  # type: ignore[arg-type]
-    assert got.dtype == np.dtype(dtype) and got.shape == (5, 2, 3, 32, 32)
-    assert np.array_equal(to_host(got), expected)
-    out = cupy.full((7, 2, 3, 32, 32), 9, dtype=dtype)
-    assemble_cupy(cupy.asarray(original), cupy.asarray(segmented), prep, dtype, out=out[1:6])  # type: ignore[arg-type]
-    assert np.array_equal(to_host(out[1:6]), expected) and (to_host(out[[0, 6]]) == 9).all()
-    with pytest.raises(ValueError, match="out must be"):
-        assemble_cupy(cupy.asarray(original), cupy.asarray(segmented), prep, dtype, out=out)  # type: ignore[arg-type]
-
-
 def test_gpu_preparer_matches_the_cpu_preparer(tmp_path: Path) -> None:
     import cupy
 
@@ -149,11 +129,11 @@ def test_gpu_bisect_isolates_a_file_that_only_the_decoder_rejects() -> None:
     assert batch.images[5].error.startswith("DALI could not decode the image")
     host = to_host(batch.inputs)
     assert host.shape[0] == 8
-    from allbatch.gpu.cupy_assemble import assemble_numpy
+    from allbatch.assemble import assemble_pair
 
     for row, position in enumerate(batch.ok_positions):
         image = smear_like(position)
-        assert np.array_equal(host[row], assemble_numpy(image[None], segment(image, SEG)[0][None], Preprocessing())[0])
+        assert np.array_equal(host[row], assemble_pair(np, image[None], segment(image, SEG)[0][None], Preprocessing())[0])
 
 
 def test_prepared_inputs_are_complete_for_another_stream() -> None:

@@ -10,12 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dali_support import HAS_DALI
 from image_factory import encode, smear_like
 
 import allbatch.cpu_prepare as cpu_prepare
 from allbatch.cpu_prepare import PillowPreparer, PixelBudget
-from allbatch.image_check import ImageHeader
 from allbatch.preprocess import Preprocessing
 from allbatch.read import encoded_from_bytes
 from allbatch.segment import SegmentationParams
@@ -88,16 +86,3 @@ def test_pixel_budget_makes_a_second_large_image_wait() -> None:
     assert entered.is_set()
     with budget.hold(1000):  # larger than the budget: runs alone, never deadlocks
         pass
-
-
-@pytest.mark.dali
-@pytest.mark.skipif(not HAS_DALI, reason="nvidia-dali is not installed")
-def test_dali_runs_are_split_by_pixels() -> None:
-    from allbatch.gpu.dali_preparer import DaliPreparer, _Candidate
-
-    preparer = DaliPreparer(Preprocessing(), SegmentationParams(), device="cpu", max_batch=4, pixel_budget=1000)
-    sizes = [(10, 10), (30, 30), (10, 10), (40, 40), (5, 5), (5, 5), (5, 5), (5, 5), (5, 5)]
-    candidates = [_Candidate(i, b"", ImageHeader("png", h, w)) for i, (h, w) in enumerate(sizes)]
-    chunks = [[c.position for c in chunk] for chunk in preparer._chunks(candidates)]
-    preparer.close()
-    assert chunks == [[0, 1], [2], [3], [4, 5, 6, 7], [8]]  # 100 + 900 fits 1000; 1600 runs alone; 4 at most

@@ -12,7 +12,7 @@ from typing import Any
 import onnx
 import pytest
 
-from allbatch.backends.trt_engine import EngineKey, engine_from_onnx
+from allbatch.backends.trt_engine import EngineKey, engine_device_memory_bytes, engine_from_onnx, tensorrt_logger
 from allbatch.errors import BackendUnavailableError, ModelError
 from allbatch.manifest import DEFAULT_MODEL, sha256_of_file
 
@@ -38,6 +38,17 @@ def make_fake_tensorrt(
 
     class ILogger:
         pass
+
+    process_logger: list[ILogger] = []  # TensorRT keeps the first logger it is given for the whole process
+
+    def register(logger: ILogger) -> ILogger:
+        if not process_logger:
+            process_logger.append(logger)
+        return process_logger[0]
+
+    class Runtime:
+        def __init__(self, logger: ILogger) -> None:
+            self.logger = register(logger)
 
     ILogger.Severity = Severity  # type: ignore[attr-defined]
 
@@ -116,7 +127,7 @@ def make_fake_tensorrt(
 
     class Builder:
         def __init__(self, logger: ILogger) -> None:
-            self.logger = logger
+            self.logger = register(logger)  # messages go to the process's logger, not necessarily this one
 
         def create_network(self, flags: int = 0) -> Network:
             calls["network_flags"] = flags
@@ -138,7 +149,7 @@ def make_fake_tensorrt(
     trt.BuilderFlag = types.SimpleNamespace(**{name: Flag(name) for name in names})  # type: ignore[attr-defined]
     trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="WORKSPACE")  # type: ignore[attr-defined]
     trt.Dims = tuple  # type: ignore[attr-defined]
-    for cls in (ILogger, Builder, OnnxParser):
+    for cls in (ILogger, Builder, OnnxParser, Runtime):
         setattr(trt, cls.__name__, cls)
     return trt, calls
 
@@ -200,3 +211,28 @@ def test_fp16_on_tensorrt_11_is_refused_clearly(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
     with pytest.raises(BackendUnavailableError, match=r"TensorRT 11.0.0.1 has no BuilderFlag.FP16 .*--precision fp32"):
         engine_from_onnx(DEFAULT_MODEL, key, None)
+
+
+def test_build_errors_reach_the_logger_when_a_runtime_came_first(monkeypatch: pytest.MonkeyPatch, key: EngineKey) -> None:
+    """The backend creates its Runtime before the build; TensorRT then sends the build's messages to the
+    Runtime's logger, so the build must use that same (process-wide) logger to report them."""
+    trt, _ = make_fake_tensorrt(build_ok=False)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    trt.Runtime(tensorrt_logger())  # type: ignore[attr-defined]
+    assert tensorrt_logger() is tensorrt_logger()
+    tensorrt_logger().log(trt.ILogger.Severity.ERROR, "an earlier, unrelated error")  # type: ignore[attr-defined]
+    with pytest.raises(RuntimeError, match="out of memory while timing tactics") as failure:
+        engine_from_onnx(DEFAULT_MODEL, key, None)
+    assert "unrelated" not in str(failure.value)
+
+
+@pytest.mark.parametrize(
+    ("engine", "size"),
+    [
+        (types.SimpleNamespace(device_memory_size_v2=123, device_memory_size=99), 123),  # TensorRT >= 10.1
+        (types.SimpleNamespace(device_memory_size_v2=123), 123),  # TensorRT 11: v1 removed
+        (types.SimpleNamespace(device_memory_size=99), 99),  # TensorRT 10.0: no v2 yet
+    ],
+)
+def test_engine_device_memory_on_every_tensorrt_10_and_11(engine: Any, size: int) -> None:
+    assert engine_device_memory_bytes(engine) == size

@@ -24,6 +24,7 @@ AUTO_BACKEND_ORDER = ("tensorrt", "torch", "onnxruntime")
 DECODER_NAMES = ("auto", "cpu", "dali", "dali-cpu")
 """``dali`` decodes on the GPU (``device="mixed"``); ``dali-cpu`` runs the same DALI graph on the CPU."""
 PRECISIONS = ("fp16", "fp32")
+CUPY_INSTALL_HINT = "pip install cupy-cuda13x"
 
 Status = tuple[bool, str]
 """(usable on this machine?, why: a version and device, or what is missing)."""
@@ -152,16 +153,33 @@ def dali_status() -> Status:
     return True, f"nvidia-dali {dali.__version__}"
 
 
+def cupy_status() -> Status:
+    """(cupy importable?, its version or what is missing). Importing CuPy creates no CUDA context."""
+    try:
+        import cupy
+    except ImportError:
+        return False, f"cupy not installed ({CUPY_INSTALL_HINT})"
+    return True, f"cupy {cupy.__version__}"
+
+
 def decoder_availability() -> dict[str, Status]:
-    """{"cpu" | "dali" | "dali-cpu": (usable?, reason)}. The GPU is found with nvidia-smi when it exists."""
+    """{"cpu" | "dali" | "dali-cpu": (usable?, reason)}. The GPU is found with nvidia-smi when it exists.
+
+    ``dali`` needs DALI, CuPy (the GPU preparer receives DALI's outputs and assembles the batch in CuPy)
+    and a CUDA GPU; ``dali-cpu`` needs DALI only.
+    """
     import PIL
 
     dali_ok, dali_reason = dali_status()
-    if dali_ok:
-        gpu_ok, gpu_reason = cuda_gpu_present()
-        gpu = (True, f"{dali_reason} on {gpu_reason}") if gpu_ok else (False, f"{dali_reason} installed but {gpu_reason}")
-    else:
+    cupy_ok, cupy_reason = cupy_status()
+    if not dali_ok:
         gpu = (False, dali_reason)
+    elif not cupy_ok:
+        gpu = (False, f"{dali_reason} installed but {cupy_reason}")
+    else:
+        gpu_ok, gpu_reason = cuda_gpu_present()
+        found = f"{dali_reason} + {cupy_reason}"
+        gpu = (True, f"{found} on {gpu_reason}") if gpu_ok else (False, f"{found} installed but {gpu_reason}")
     return {
         "cpu": (True, f"Pillow {PIL.__version__} + NumPy"),
         "dali": gpu,
@@ -172,12 +190,12 @@ def decoder_availability() -> dict[str, Status]:
 def resolve_decoder(name: str, *, for_backend: str | None = None) -> str:
     """Resolve a decoder name to "cpu", "dali" or "dali-cpu".
 
-    "auto" is "dali" when DALI and a CUDA GPU are usable, else "cpu"; with ``for_backend="onnxruntime"``
+    "auto" is "dali" when DALI, CuPy and a CUDA GPU are usable, else "cpu"; with ``for_backend="onnxruntime"``
     it is "cpu", since that backend takes host arrays and GPU decoding would only add a copy back.
 
     Raises:
         UserInputError: unknown name.
-        BackendUnavailableError: "dali" without DALI or a GPU, "dali-cpu" without DALI.
+        BackendUnavailableError: "dali" without DALI, CuPy or a GPU, "dali-cpu" without DALI.
     """
     if name not in DECODER_NAMES:
         raise UserInputError(f"unknown decoder {name!r} (choose from {', '.join(DECODER_NAMES)})")

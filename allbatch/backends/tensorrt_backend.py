@@ -35,10 +35,12 @@ from allbatch.backends.fp16_check import (
     judge_fp16,
     reference_probs,
 )
+from allbatch.backends.select import CUPY_INSTALL_HINT
 from allbatch.backends.trt_engine import (
     EngineKey,
     Precision,
     default_cache_dir,
+    engine_device_memory_bytes,
     engine_paths,
     load_or_build_engine,
     read_sidecar,
@@ -55,7 +57,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("allbatch.backends")
 
-CUPY_INSTALL_HINT = "pip install cupy-cuda13x"
 TENSOR_ALIGNMENT = 256
 """Bytes: TensorRT requires I/O tensor addresses aligned to 256 (CuPy's own allocations are)."""
 
@@ -231,7 +232,7 @@ class TensorRTBackend:
             name,
             self.key.describe(),
             np.dtype(self._input_dtype).name,
-            engine.device_memory_size_v2 / (1 << 20),
+            engine_device_memory_bytes(engine) / (1 << 20),
         )
 
     def _check_io(self, engine: trt.ICudaEngine) -> None:
@@ -387,7 +388,7 @@ class TensorRTBackend:
             details["engine_path"] = str(engine_file)
             details["compute_capability"] = self.key.compute_capability
         if self._engine is not None:
-            details["engine_device_memory_bytes"] = int(self._engine.device_memory_size_v2)
+            details["engine_device_memory_bytes"] = engine_device_memory_bytes(self._engine)
             details["input_dtype"] = np.dtype(self._input_dtype).name
         if self.fp16_figures is not None:
             details["fp16_agreement"] = self.fp16_figures

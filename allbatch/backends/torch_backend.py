@@ -15,6 +15,14 @@ copy. It must be complete with respect to that stream:
   ``with torch.cuda.stream(torch.cuda.ExternalStream(that_stream.ptr)):`` so both use the same stream.
 - ``__cuda_array_interface__`` objects without DLPack are read as they are: synchronise their stream first.
 
+Static shapes (default on CUDA): every chunk runs at exactly ``max_batch`` rows, the last partial one
+zero-padded into a preallocated input. One input shape means cuDNN's autotuner (``cudnn.benchmark``)
+tunes each convolution once, not again for the last partial batch, and one CUDA graph serves every call;
+the price is at most ``max_batch - 1`` padded rows per ``infer`` call that ends on a partial chunk.
+CUDA graphs are captured in ``__enter__`` (before a pipeline starts its producer thread), in
+``thread_local`` capture mode so that CUDA calls of other threads (DALI, CuPy) cannot invalidate it.
+NumPy batches are staged through a pinned host buffer and copied to the device asynchronously.
+
 Not thread-safe: one backend instance serves one thread.
 """
 
@@ -24,6 +32,7 @@ import contextlib
 import logging
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self
@@ -82,24 +91,43 @@ def load_torch_model(artifact: ModelArtifact) -> TwoChannelNet:
         raise ModelError(f"{path}: weights do not fit the manifest's architecture: {exc.args[0]}") from exc
 
 
-def graph_batch_size(n: int, max_batch: int) -> int:
-    """The captured batch size that serves ``n`` rows: the next power of two, at most ``max_batch``.
+def chunk_rows(n: int, max_batch: int) -> list[tuple[int, int]]:
+    """(start, rows) of the chunks that serve an ``n``-row batch: full ``max_batch`` chunks, then the rest."""
+    return [(start, min(max_batch, n - start)) for start in range(0, n, max_batch)]
 
-    Keeps the number of CUDA graphs at about log2(max_batch) whatever the partial batch sizes.
+
+def use_fp32_reference_math(torch_module: Any) -> Callable[[], None]:
+    """Turn TF32 off for cuDNN convolutions and cuBLAS matmuls (fp32 is the reference); returns the undo.
+
+    torch >= 2.9 has per-operation ``fp32_precision`` flags and deprecates the legacy ``allow_tf32`` ones;
+    reading a legacy flag after anything set a new one raises RuntimeError, so the new API is used where
+    it exists and the legacy flags only on older torch.
     """
-    size = 1
-    while size < n:
-        size *= 2
-    return min(size, max_batch)
+    cudnn, matmul = torch_module.backends.cudnn, torch_module.backends.cuda.matmul
+    if hasattr(cudnn, "conv") and hasattr(cudnn.conv, "fp32_precision"):
+        saved = (cudnn.conv.fp32_precision, matmul.fp32_precision)
+        cudnn.conv.fp32_precision = "ieee"
+        matmul.fp32_precision = "ieee"
+
+        def restore() -> None:
+            cudnn.conv.fp32_precision, matmul.fp32_precision = saved
+
+        return restore
+    legacy = (cudnn.allow_tf32, matmul.allow_tf32)
+    cudnn.allow_tf32 = matmul.allow_tf32 = False
+
+    def restore_legacy() -> None:
+        cudnn.allow_tf32, matmul.allow_tf32 = legacy
+
+    return restore_legacy
 
 
 @dataclass
 class _CapturedGraph:
-    """One CUDA graph for a fixed batch size and its static buffers (device memory)."""
+    """The CUDA graph of ``_forward`` on the static input (device memory)."""
 
     graph: torch.cuda.CUDAGraph
-    static_in: torch.Tensor  # (size, 2, 3, S, S) float32: rows past the real batch are zero padding
-    static_out: torch.Tensor  # (size, 2C + F) float32 [probs | logits | features], overwritten by each replay
+    static_out: torch.Tensor  # (max_batch, 2C + F) float32 [probs | logits | features], overwritten by each replay
 
 
 class TorchBackend:
@@ -111,9 +139,10 @@ class TorchBackend:
         precision: "fp16" (weights and activations half, softmax float32) or "fp32" (TF32 disabled,
             the reference).
         channels_last: NHWC memory layout for the (2N, 3, S, S) backbone input and the weights.
-        cuda_graphs: capture one CUDA graph per batch size bucket (see ``graph_batch_size``) and
-            replay it; partial batches are zero-padded into the static input, only real rows return.
+        cuda_graphs: capture one CUDA graph (on the static input, in ``__enter__``) and replay it.
         max_batch: the largest batch run at once; bigger inputs are split into chunks of this size.
+        static_shapes: run every chunk at ``max_batch`` rows, zero-padding a partial one (see the module
+            docstring); None: on for CUDA, off for the CPU. CUDA graphs need it.
     """
 
     name = "torch"
@@ -126,6 +155,7 @@ class TorchBackend:
         channels_last: bool = True,
         cuda_graphs: bool = False,
         max_batch: int = 256,
+        static_shapes: bool | None = None,
     ) -> None:
         if precision not in ("fp16", "fp32"):
             raise UserInputError(f"torch: precision must be fp16 or fp32, got {precision!r}")
@@ -135,18 +165,26 @@ class TorchBackend:
             raise UserInputError(f"torch: max_batch must be at least 1, got {max_batch}")
         if cuda_graphs and device == "cpu":
             raise UserInputError("torch: CUDA graphs need a CUDA device")
+        if cuda_graphs and static_shapes is False:
+            raise UserInputError("torch: CUDA graphs replay one fixed input shape; they need static_shapes")
         self.artifact = artifact
         self.requested_device = device
         self.precision: Precision = precision
         self.channels_last = channels_last
         self.cuda_graphs = cuda_graphs
         self.max_batch = max_batch
+        self.static_shapes = static_shapes if static_shapes is not None else device != "cpu"
         self.device = device
         """Human-readable device; the GPU's name once entered."""
+        self.padded_rows = 0
+        """Zero rows run to fill partial chunks up to ``max_batch`` (static shapes), since ``__enter__``."""
         self._net: TwoChannelNet | None = None
         self._torch_device: torch.device | None = None
-        self._graphs: dict[int, _CapturedGraph] = {}
-        self._saved_flags: tuple[bool, bool] | None = None
+        self._static_in: torch.Tensor | None = None  # (max_batch, 2, 3, S, S) float32 on the device
+        self._graph: _CapturedGraph | None = None
+        self._pinned: torch.Tensor | None = None  # (max_batch, 2, 3, S, S) float32, page-locked host memory
+        self._staged: torch.cuda.Event | None = None  # the last copy out of ``_pinned``
+        self._restore_flags: list[Callable[[], None]] = []
 
     # -- lifetime ---------------------------------------------------------------------------------
 
@@ -167,36 +205,56 @@ class TorchBackend:
             self.device = torch.cuda.get_device_name(target)
         else:
             self.device = f"cpu ({os.cpu_count() or 1} cores)"
+        self.padded_rows = 0
         net = load_torch_model(self.artifact)
         net = net.to(device=target, dtype=torch.float16 if self.precision == "fp16" else torch.float32)
         if self.channels_last:
             net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        if target.type == "cuda":
-            # Global flags, set last so that a failed __enter__ leaves them alone; __exit__ restores them.
-            # cuDNN autotuning pays off for the few fixed batch shapes of a run; fp32 is the reference, so no TF32.
-            self._saved_flags = (torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32)
-            torch.backends.cudnn.benchmark = True
-            if self.precision == "fp32":
-                torch.backends.cudnn.allow_tf32 = False
         self._net = net
         self._torch_device = target
+        if self.static_shapes:
+            self._static_in = torch.zeros((self.max_batch, *sample_shape(self.artifact.manifest)), dtype=torch.float32, device=target)
+        if target.type == "cuda":
+            try:
+                self._enter_cuda(torch, target)
+            except BaseException:
+                self.__exit__(None, None, None)
+                raise
         log.debug(
             "torch backend on %s: %s, channels_last=%s, cuda_graphs=%s", self.device, self.precision, self.channels_last, self.cuda_graphs
         )
         return self
 
+    def _enter_cuda(self, torch: Any, device: torch.device) -> None:
+        """Global flags (restored by ``__exit__``), the pinned staging buffer and the CUDA graph."""
+        benchmark = torch.backends.cudnn.benchmark
+        self._restore_flags.append(lambda: setattr(torch.backends.cudnn, "benchmark", benchmark))
+        # With static shapes every convolution sees one input shape, so cuDNN autotuning runs once per layer.
+        torch.backends.cudnn.benchmark = self.static_shapes
+        if self.precision == "fp32":
+            self._restore_flags.append(use_fp32_reference_math(torch))
+        self._pinned = torch.empty((self.max_batch, *sample_shape(self.artifact.manifest)), dtype=torch.float32, pin_memory=True)
+        self._staged = torch.cuda.Event()
+        if self.cuda_graphs:
+            with torch.inference_mode(), torch.cuda.device(device):
+                self._graph = self._capture()
+
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         import torch
 
         on_cuda = self._torch_device is not None and self._torch_device.type == "cuda"
-        self._graphs.clear()
+        if on_cuda and self._staged is not None:
+            self._staged.synchronize()  # the pinned buffer may still be read by a copy
+        self._graph = None
+        self._static_in = None
+        self._pinned = None
+        self._staged = None
         self._net = None
         self._torch_device = None
-        if self._saved_flags is not None:
-            torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32 = self._saved_flags
-            self._saved_flags = None
+        while self._restore_flags:
+            self._restore_flags.pop()()
         if on_cuda:
-            torch.cuda.empty_cache()  # give the weights, activations and graph pools back to the driver
+            torch.cuda.empty_cache()  # give the weights, activations and graph pool back to the driver
 
     # -- inference --------------------------------------------------------------------------------
 
@@ -222,12 +280,26 @@ class TorchBackend:
         on_device = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
         with torch.inference_mode(), on_device:
             outputs = []
-            for start in range(0, n, self.max_batch):
-                chunk = x[start : start + self.max_batch].to(device)
-                outputs.append(self._run_graph(chunk) if self.cuda_graphs else self._forward(chunk))
+            for start, rows in chunk_rows(n, self.max_batch):
+                chunk = self._to_device(x[start : start + rows])
+                outputs.append(self._run_static(chunk) if self.static_shapes else self._forward(chunk))
             packed = torch.cat(outputs) if len(outputs) > 1 else outputs[0]
             # a synchronising copy: the result is final when returned
             return InferenceOutput.from_packed(packed.to("cpu").numpy(), len(manifest.class_names))
+
+    def _to_device(self, chunk: torch.Tensor) -> torch.Tensor:
+        """A chunk on the backend's device; host data goes through the pinned buffer, asynchronously."""
+        device = self._torch_device
+        assert device is not None  # set by __enter__, checked by infer
+        if chunk.device == device or self._pinned is None or self._staged is None:
+            return chunk.to(device)
+        rows = int(chunk.shape[0])
+        self._staged.synchronize()  # the previous chunk's copy out of the pinned buffer has finished
+        staged = self._pinned[:rows]
+        staged.copy_(chunk)
+        on_device = staged.to(device, non_blocking=True)
+        self._staged.record()
+        return on_device
 
     def _as_tensor(self, batch: Any) -> torch.Tensor:
         """A validated float32 (N, 2, 3, S, S) tensor: on the host for NumPy input, else where the data is."""
@@ -271,27 +343,34 @@ class TorchBackend:
         logits = net.forward_head(features).float() / self.artifact.manifest.temperature
         return torch.cat([torch.softmax(logits, dim=1), logits, features.float()], dim=1)
 
-    def _run_graph(self, x: torch.Tensor) -> torch.Tensor:
-        """``_forward`` through a CUDA graph: copy into the static input, replay, copy the real rows out."""
-        m = int(x.shape[0])
-        size = graph_batch_size(m, self.max_batch)
-        captured = self._graphs.get(size)
-        if captured is None:
-            captured = self._capture(size)
-            self._graphs[size] = captured
-        captured.static_in[:m].copy_(x)
-        if m < size:
-            captured.static_in[m:].zero_()  # padding rows: finite values; rows are independent in eval mode
-        captured.graph.replay()
-        return captured.static_out[:m].clone()  # the next replay overwrites static_out
+    def _run_static(self, x: torch.Tensor) -> torch.Tensor:
+        """``_forward`` at the static shape: copy into the static input, zero-pad, run (or replay), real rows out.
 
-    def _capture(self, size: int) -> _CapturedGraph:
-        """Capture ``_forward`` for a (size, 2, 3, S, S) batch, following torch's documented recipe."""
+        (m, 2, 3, S, S) float32 on the device, m <= max_batch -> (m, 2C + F) float32 on the device (see ``_forward``).
+        """
+        static_in = self._static_in
+        assert static_in is not None  # allocated by __enter__ when static_shapes
+        m = int(x.shape[0])
+        static_in[:m].copy_(x)
+        if m < self.max_batch:
+            static_in[m:].zero_()  # padding rows: finite values; rows are independent in eval mode
+            self.padded_rows += self.max_batch - m
+        if self._graph is None:
+            return self._forward(static_in)[:m]
+        self._graph.graph.replay()
+        return self._graph.static_out[:m].clone()  # the next replay overwrites static_out
+
+    def _capture(self) -> _CapturedGraph:
+        """Capture ``_forward`` on the static input, following torch's documented recipe.
+
+        The warm-up runs on a side stream also do cuDNN's autotuning and the allocator's growth outside
+        the graph. ``thread_local`` capture mode: only this thread's CUDA calls are checked during capture,
+        so a producer thread's DALI or CuPy work cannot invalidate it. One graph, so one private memory pool.
+        """
         import torch
 
-        device = self._torch_device
-        assert device is not None  # set by __enter__, checked by infer
-        static_in = torch.zeros((size, *sample_shape(self.artifact.manifest)), dtype=torch.float32, device=device)
+        device, static_in = self._torch_device, self._static_in
+        assert device is not None and static_in is not None  # set by __enter__
         side = torch.cuda.Stream(device=device)
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):
@@ -299,10 +378,10 @@ class TorchBackend:
                 self._forward(static_in)
         torch.cuda.current_stream(device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             static_out = self._forward(static_in)
-        log.debug("captured a CUDA graph for batch size %d", size)
-        return _CapturedGraph(graph=graph, static_in=static_in, static_out=static_out)
+        log.debug("captured a CUDA graph for batch size %d", self.max_batch)
+        return _CapturedGraph(graph=graph, static_out=static_out)
 
     def describe(self) -> dict[str, Any]:
         """Provenance: torch / CUDA / cuDNN versions, device, precision and execution options."""
@@ -316,6 +395,8 @@ class TorchBackend:
             "channels_last": self.channels_last,
             "cuda_graphs": self.cuda_graphs,
             "max_batch": self.max_batch,
+            "static_shapes": self.static_shapes,
+            "padded_rows": self.padded_rows,
         }
         if self._torch_device is not None and self._torch_device.type == "cuda":
             major, minor = torch.cuda.get_device_capability(self._torch_device)

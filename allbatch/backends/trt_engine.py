@@ -44,6 +44,8 @@ DEFAULT_WORKSPACE_BYTES = 4 << 30
 """Memory pool limit for the builder's tactic scratch space (4 GiB): enough for DenseNet201's convolutions,
 and it keeps a build from claiming a shared GPU's whole memory (TensorRT's default is all of it)."""
 TENSORRT_INSTALL_HINT = "pip install tensorrt-cu13"
+MAX_KEPT_ERRORS = 20
+"""TensorRT errors the logger keeps for the next exception message (older ones are only in the log)."""
 
 
 # -- the key -------------------------------------------------------------------------------------
@@ -133,32 +135,57 @@ def require_tensorrt() -> str:
 
 
 def tensorrt_logger() -> trt.ILogger:
-    """A TensorRT logger that forwards to the ``allbatch.backends`` logger and keeps the errors it saw.
+    """The process's one TensorRT logger: forwards to the ``allbatch.backends`` logger and keeps the errors it saw.
 
-    The errors (``.errors``, a list of str) go into the exception raised when a parse or build fails.
+    TensorRT treats the logger as a process-wide singleton (its ILogger documentation: multiple Builder and
+    Runtime instances must all use the same logger); a second logger handed to a later Builder is ignored,
+    so a build's errors would reach only the Runtime's logger. Every allbatch Builder, parser and Runtime
+    therefore gets this one. ``take_errors()`` returns and forgets the errors seen so far.
     """
     import tensorrt as trt
 
-    class _Bridge(trt.ILogger):
+    return _logger_for(trt)
+
+
+@functools.cache
+def _logger_for(module: Any) -> trt.ILogger:
+    """One logger per imported ``tensorrt`` module (tests swap the module for a stand-in)."""
+    base: Any = module.ILogger
+    severity = base.Severity
+
+    class _Bridge(base):
         def __init__(self) -> None:
-            trt.ILogger.__init__(self)  # pybind11 needs the base initialised explicitly
+            base.__init__(self)  # pybind11 needs the base initialised explicitly
             self.errors: list[str] = []
 
-        def log(self, severity: trt.ILogger.Severity, msg: str) -> None:
-            if severity in (trt.ILogger.Severity.INTERNAL_ERROR, trt.ILogger.Severity.ERROR):
+        def log(self, level: Any, msg: str) -> None:
+            if level in (severity.INTERNAL_ERROR, severity.ERROR):
                 self.errors.append(msg)
+                del self.errors[:-MAX_KEPT_ERRORS]
                 log.error("TensorRT: %s", msg)
-            elif severity == trt.ILogger.Severity.WARNING:
+            elif level == severity.WARNING:
                 log.warning("TensorRT: %s", msg)
-            elif severity == trt.ILogger.Severity.INFO:
+            elif level == severity.INFO:
                 log.debug("TensorRT: %s", msg)
+
+        def take_errors(self) -> list[str]:
+            taken, self.errors = self.errors, []
+            return taken
 
     return _Bridge()
 
 
 def _logged_errors(logger: trt.ILogger) -> str:
-    errors: list[str] = getattr(logger, "errors", [])
+    """The last errors the logger saw since the previous call ("no error logged" when none)."""
+    errors: list[str] = logger.take_errors() if hasattr(logger, "take_errors") else []
     return "; ".join(errors[-3:]) if errors else "no error logged"
+
+
+def engine_device_memory_bytes(engine: trt.ICudaEngine) -> int:
+    """Device memory an execution context of ``engine`` needs: ``device_memory_size_v2`` (TensorRT >= 10.1, the
+    only one left in 11), else ``device_memory_size`` (10.0)."""
+    size = getattr(engine, "device_memory_size_v2", None)
+    return int(size if size is not None else engine.device_memory_size)
 
 
 def _dims(values: list[int]) -> trt.Dims:
@@ -183,6 +210,13 @@ def engine_from_onnx(
     are faster; I/O stays float32). The timing cache at ``timing_cache`` is loaded when present and saved
     after the build, so later builds on the same GPU skip most kernel timing.
 
+    Why weak typing for fp16, although TensorRT 10.12 deprecated it: every TensorRT 10 release still honours
+    the flag (``tensorrt-cu13`` installs 10.13 or later), and a strongly typed build needs the precision in
+    the graph, i.e. a second, fp16-typed ONNX (ModelOpt AutoCast or onnxconverter-common) with its own
+    verified sha256 in the manifest. The model is still being changed (new outputs), so that artifact is
+    left for when it is stable; until then TensorRT 11 refuses fp16 with a clear message (below), and the
+    fp16 agreement check guards whatever kernels weak typing picks.
+
     Raises:
         BackendUnavailableError: TensorRT missing, or TensorRT 11+ asked for fp16 (its weak-typing flags
             are gone; fp16 there needs an fp16-typed ONNX, which allbatch does not ship).
@@ -193,6 +227,9 @@ def engine_from_onnx(
     import tensorrt as trt
 
     logger = tensorrt_logger()
+    stale = _logged_errors(logger)  # errors of earlier operations must not be blamed on this build
+    if stale != "no error logged":
+        log.debug("TensorRT errors before this build (already logged): %s", stale)
     builder = trt.Builder(logger)
     # TensorRT 10 networks are always explicit-batch (NetworkDefinitionCreationFlag.EXPLICIT_BATCH is
     # deprecated and ignored), so no creation flag is needed.

@@ -6,8 +6,9 @@ GPU, after ``decode(..., "cpu")`` on the CPU, with identical arithmetic.
 
 The HSV threshold reproduces OpenCV's 8-bit ``COLOR_RGB2HSV`` with its integer tables (12-bit fixed
 point, see ``allbatch.segment``). DALI has no OpenCV-compatible HSV operator, so it is written with
-DALI arithmetic on int32: the two division tables go through ``fn.lookup_table`` (entries below 2**24,
-so exact in the operator's float table), and the rounding shifts become integer divisions. DALI's
+DALI arithmetic: the two division tables, the threshold tests and the hue wrap-around go through
+``fn.lookup_table`` (entries below 2**24, so exact in the operator's float table), and the rounding
+shifts become integer divisions. DALI's
 integer division truncates towards zero, unlike OpenCV's arithmetic shift, so the hue numerator (the
 only one that can be negative) is lifted by a multiple of 4096 first. The tests prove equality with
 ``allbatch.segment.segment`` on every 8-bit colour.
@@ -58,15 +59,34 @@ def blank_bottom(rgb: DataNode, anchor: DataNode, rows: DataNode) -> DataNode:
     return fn.erase(rgb, anchor=anchor, shape=rows, axis_names="H", fill_value=0)
 
 
+def _table(node: DataNode, values: list[int], dtype: Any) -> DataNode:
+    """``values[node]`` per element through ``fn.lookup_table`` (keys 0..len(values) - 1; others map to 0).
+
+    The operator stores its table as float; every value used here is below 2**24, so the result is exact.
+    """
+    from nvidia.dali import fn
+
+    return fn.lookup_table(node, keys=list(range(len(values))), values=[float(v) for v in values], dtype=dtype)
+
+
+def _in_range(low: int, high: int, size: int) -> list[int]:
+    """A 0/1 table of ``size`` entries: 1 where low <= key <= high (one lookup instead of two compares and an and)."""
+    return [int(low <= key <= high) for key in range(size)]
+
+
 def hsv_threshold(rgb: DataNode, params: SegmentationParams) -> tuple[DataNode, DataNode]:
     """The authors' segmentation, bit-exact with ``allbatch.segment.segment``.
+
+    Every node here is a full-resolution buffer, so the graph is written to need few of them (DALI runs
+    each arithmetic operator as its own kernel with its own output; it does not fuse expressions):
+    comparisons stay on uint8, and the threshold tests and the hue wrap-around are lookup tables.
 
     Args:
         rgb: (H, W, 3) uint8 RGB, HWC.
         params: thresholds; only ``channel_order="bgr_as_rgb"`` exists.
     Returns:
         segmented: (H, W, 3) uint8 HWC holding the masked (V, S, H) values.
-        mask: (H, W) bool, True on the kept pixels.
+        mask: (H, W) uint8, 1 on the kept pixels.
     """
     if params.channel_order != "bgr_as_rgb":
         raise ValueError(f"unknown channel_order {params.channel_order!r}")
@@ -74,39 +94,36 @@ def hsv_threshold(rgb: DataNode, params: SegmentationParams) -> tuple[DataNode, 
     from nvidia.dali import fn
     from nvidia.dali.types import DALIDataType
 
+    int32, uint8 = DALIDataType.INT32, DALIDataType.UINT8
     # The authors passed BGR data to RGB2HSV, so OpenCV's "red" is our blue channel.
     red8, green8, blue8 = rgb[:, :, 2], rgb[:, :, 1], rgb[:, :, 0]
     value8 = dmath.max(dmath.max(red8, green8), blue8)
     diff8 = value8 - dmath.min(dmath.min(red8, green8), blue8)  # uint8, never negative
-    keys = list(range(256))
-    sdiv = fn.lookup_table(value8, keys=keys, values=[float(x) for x in _SDIV], dtype=DALIDataType.INT32)
-    hdiv = fn.lookup_table(diff8, keys=keys, values=[float(x) for x in _HDIV], dtype=DALIDataType.INT32)
-    red, green, blue, value, diff = (fn.cast(node, dtype=DALIDataType.INT32) for node in (red8, green8, blue8, value8, diff8))
-
-    saturation = (diff * sdiv + _ROUND) // _ONE  # non-negative: truncation is OpenCV's shift
-    # OpenCV's branch-free hue: the first maximum among (red, green) picks the formula.
-    is_red = value == red
-    is_green = (value == green) & (value != red)
-    is_blue = (value != green) & (value != red)
-    numerator = is_red * (green - blue) + is_green * (blue - red + 2 * diff) + is_blue * (red - green + 4 * diff)
-    hue = (numerator * hdiv + (_ROUND + _HUE_LIFT * _ONE)) // _ONE - _HUE_LIFT
-    hue = hue + 180 * (hue < 0)
+    sdiv = _table(value8, [int(x) for x in _SDIV], int32)
+    hdiv = _table(diff8, [int(x) for x in _HDIV], int32)
+    # int32 (uint8 * int32), in 0..255; non-negative, so truncation is OpenCV's shift.
+    saturation = fn.cast((diff8 * sdiv + _ROUND) // _ONE, dtype=uint8)
+    # OpenCV's branch-free hue: the first maximum among (red, green) picks the formula (uint8 compares).
+    not_red = value8 != red8
+    is_green = (value8 == green8) & not_red
+    is_blue = (value8 != green8) & not_red
+    red, green, blue, diff = (fn.cast(node, dtype=int32) for node in (red8, green8, blue8, diff8))
+    numerator = (value8 == red8) * (green - blue) + is_green * (blue - red + 2 * diff) + is_blue * (red - green + 4 * diff)
+    lifted = (numerator * hdiv + (_ROUND + _HUE_LIFT * _ONE)) // _ONE  # hue + _HUE_LIFT, in 0 .. _HUE_LIFT + 180
+    # Undo the lift and wrap negative hues (red sector) by 180, as OpenCV's `h += h < 0 ? 180 : 0`.
+    hue = _table(lifted, [key - _HUE_LIFT + 180 * (key < _HUE_LIFT) for key in range(_HUE_LIFT + 181)], uint8)
 
     mask = (
-        (hue >= params.h_min)
-        & (hue <= params.h_max)
-        & (saturation >= params.s_min)
-        & (saturation <= params.s_max)
-        & (value >= params.v_min)
-        & (value <= params.v_max)
+        _table(hue, _in_range(params.h_min, params.h_max, 256), uint8)
+        & _table(saturation, _in_range(params.s_min, params.s_max, 256), uint8)
+        & _table(value8, _in_range(params.v_min, params.v_max, 256), uint8)
     )
-    planes = [mask * plane for plane in (value, saturation, hue)]
-    segmented = fn.cast(fn.stack(*planes, axis=2, axis_name="C"), dtype=DALIDataType.UINT8)
+    segmented = fn.stack(*(mask * plane for plane in (value8, saturation, hue)), axis=2, axis_name="C")  # uint8
     return segmented, mask
 
 
 def mask_pixel_count(mask: DataNode) -> DataNode:
-    """(H, W) bool -> scalar uint64: the number of kept pixels.
+    """(H, W) uint8 0/1 -> scalar uint64: the number of kept pixels.
 
     A count, not ``fn.reductions.mean``: DALI's mean accumulates in float32, while the CPU path's
     ``mask.mean()`` is exact; count / (H * W) on the host reproduces it bit for bit.
@@ -114,7 +131,7 @@ def mask_pixel_count(mask: DataNode) -> DataNode:
     from nvidia.dali import fn
     from nvidia.dali.types import DALIDataType
 
-    return fn.reductions.sum(fn.cast(mask, dtype=DALIDataType.UINT8), dtype=DALIDataType.UINT64)
+    return fn.reductions.sum(mask, dtype=DALIDataType.UINT64)
 
 
 def resize_square(image: DataNode, size: int) -> DataNode:

@@ -12,12 +12,13 @@ read from any stream or thread (e.g. the backend's stream in the consumer thread
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from allbatch.gpu.cupy_assemble import InputDtype, assemble_cupy, assemble_numpy
+from allbatch.assemble import InputDtype, assemble_pair
 from allbatch.gpu.dali_graph import Device
 from allbatch.gpu.dali_pipeline import DaliRunner, GraphBatch
 from allbatch.gpu.isolation import dali_error_message, is_decode_error, run_isolating
@@ -28,6 +29,32 @@ from allbatch.segment import SegmentationParams
 from allbatch.status import ImageStatus
 
 log = logging.getLogger("allbatch.gpu.dali_preparer")
+
+
+DEFAULT_MAX_RUN_PIXELS = 48 << 20
+"""Decoded pixels per DALI run (about 50 MP). Every graph node is a full-resolution buffer, and DALI keeps
+them for the whole batch: the CPU executor peaks at about 66 bytes per input pixel (8 x 3 MP frames), so
+this bounds a run to a few GB, however large the frames and the batch. 224-px crops are never split by it
+(about 1,000 per run); 3 MP camera fields go about 16 per run."""
+
+
+def pixel_bounded_chunks(pixels: Sequence[int], max_items: int, max_pixels: int) -> list[range]:
+    """Consecutive index ranges of at most ``max_items`` entries whose ``pixels`` add up to at most ``max_pixels``.
+
+    An entry above ``max_pixels`` on its own gets a range of its own (it still has to run).
+    """
+    if max_items < 1 or max_pixels < 1:
+        raise ValueError(f"max_items and max_pixels must be positive, got {max_items} and {max_pixels}")
+    chunks: list[range] = []
+    start, total = 0, 0
+    for index, count in enumerate(pixels):
+        if index > start and (index - start == max_items or total + count > max_pixels):
+            chunks.append(range(start, index))
+            start, total = index, 0
+        total += count
+    if start < len(pixels):
+        chunks.append(range(start, len(pixels)))
+    return chunks
 
 
 @dataclass
@@ -58,8 +85,8 @@ class DaliPreparer:
         num_threads: DALI CPU worker threads.
         device_id: CUDA device ("gpu" only).
         max_pixels: images with more pixels are refused (status too_large) before decoding.
-        pixel_budget: the most pixels one DALI run decodes (a larger image runs alone).
         input_dtype: model input element type; float32 unless an engine takes float16.
+        max_run_pixels: decoded pixels per DALI run (``DEFAULT_MAX_RUN_PIXELS``): bounds DALI's memory.
     """
 
     def __init__(
@@ -72,7 +99,7 @@ class DaliPreparer:
         device_id: int = 0,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         input_dtype: InputDtype = "float32",
-        pixel_budget: int = DEFAULT_MAX_PIXELS // 2,
+        max_run_pixels: int = DEFAULT_MAX_RUN_PIXELS,
     ) -> None:
         self.name = "dali" if device == "gpu" else "dali-cpu"
         self.prep = prep
@@ -80,8 +107,10 @@ class DaliPreparer:
         self.device: Device = device
         self.max_batch = max_batch
         self.max_pixels = max_pixels
-        self.pixel_budget = pixel_budget
         self.input_dtype: InputDtype = input_dtype
+        self.max_run_pixels = max_run_pixels
+        self.runs = 0
+        """DALI runs asked for by ``prepare`` (before any bisection of a failing run)."""
         self.runner = DaliRunner(prep, seg, device, max_batch, num_threads, device_id)
 
     def _candidates(self, images: list[EncodedImage]) -> list[_Candidate]:
@@ -101,26 +130,12 @@ class DaliPreparer:
     def _run(self, chunk: list[_Candidate]) -> GraphBatch:
         return self.runner.run([c.data for c in chunk], [c.header.height for c in chunk])
 
-    def _chunks(self, candidates: list[_Candidate]) -> list[list[_Candidate]]:
-        """Consecutive runs of at most ``max_batch`` images and ``pixel_budget`` pixels (a larger image
-        runs alone): DALI holds every image of a run at full resolution at once."""
-        chunks: list[list[_Candidate]] = []
-        current: list[_Candidate] = []
-        pixels = 0
-        for candidate in candidates:
-            size = candidate.header.width * candidate.header.height
-            if current and (len(current) == self.max_batch or pixels + size > self.pixel_budget):
-                chunks.append(current)
-                current, pixels = [], 0
-            current.append(candidate)
-            pixels += size
-        if current:
-            chunks.append(current)
-        return chunks
-
     def _decode(self, images: list[EncodedImage], candidates: list[_Candidate]) -> list[_Part]:
         parts: list[_Part] = []
-        for chunk in self._chunks(candidates):
+        pixels = [c.header.height * c.header.width for c in candidates]
+        for span in pixel_bounded_chunks(pixels, self.max_batch, self.max_run_pixels):
+            chunk = candidates[span.start : span.stop]
+            self.runs += 1
             isolated = run_isolating(chunk, self._run, is_decode_error)
             if isolated.failures:
                 log.info("%d of %d images failed to decode in DALI (%d runs)", len(isolated.failures), len(chunk), isolated.runs)
@@ -170,7 +185,7 @@ class DaliPreparer:
             return np.zeros((0, 2, 3, size, size), dtype=self.input_dtype)
         original = np.concatenate([p.graph.original[p.rows] for p in parts])
         segmented = np.concatenate([p.graph.segmented[p.rows] for p in parts])
-        return assemble_numpy(original, segmented, self.prep, self.input_dtype)
+        return assemble_pair(np, original, segmented, self.prep, self.input_dtype)
 
     def _assemble_gpu(self, parts: list[_Part], n_ok: int) -> Any:
         import cupy
@@ -186,7 +201,7 @@ class DaliPreparer:
                 if len(rows) != original.shape[0]:  # a row was refused: gather the kept ones on the GPU
                     index = cupy.asarray(rows)
                     original, segmented = original[index], segmented[index]
-                assemble_cupy(original, segmented, self.prep, self.input_dtype, out=out[offset : offset + len(rows)])
+                assemble_pair(cupy, original, segmented, self.prep, self.input_dtype, out=out[offset : offset + len(rows)])
                 offset += len(rows)
         # The DALI buffers behind ``parts`` must outlive the kernels, and the consumer may use another
         # stream: finish here, once per batch.

@@ -8,9 +8,8 @@ the file; this checks that both describe a model allbatch can feed and read:
   in [0, 1), a resize mode the preparers implement; segmentation parameters of the known fields;
 - the manifest's ``input_shape`` is [N, 2, 3, size, size] with the preprocessing's size;
 - the ONNX graph (read with the ``onnx`` package, a core dependency, no runtime) has one real input,
-  named as the manifest says, float32 (N, 2, 3, size, size), and every output the manifest names, the
-  per-class ones (probs, logits) float32 (N, number of classes). Dimensions the graph leaves symbolic
-  are not held against it.
+  named as the manifest says, float32 (N, 2, 3, size, size), and an output named as the manifest
+  says, float32 (N, number of classes). Dimensions the graph leaves symbolic are not held against it.
 """
 
 from __future__ import annotations
@@ -66,15 +65,6 @@ def _shape_text(dims: list[int | None]) -> str:
     return "(" + ", ".join("N" if d is None else str(d) for d in dims) + ")"
 
 
-def _output_names(manifest: Any) -> list[str]:
-    """The graph outputs a manifest names, probabilities first: format 1 has ``output_name`` ("probs"),
-    format 2 ``output_names`` ("probs", "logits", "features")."""
-    names = getattr(manifest, "output_names", None)
-    if names:
-        return [str(name) for name in names]
-    return [str(getattr(manifest, "output_name", "probs"))]
-
-
 def check_model_fits(artifact: ModelArtifact) -> None:
     """Raise ModelError (one line) unless ``artifact`` can be fed and read by allbatch; see the module docstring."""
     import onnx
@@ -95,10 +85,8 @@ def check_model_fits(artifact: ModelArtifact) -> None:
     outputs = {value.name: value for value in graph.output}
     if [value.name for value in inputs] != [manifest.input_name]:
         raise ModelError(f"model {where}: graph inputs {[v.name for v in inputs]} differ from the manifest's [{manifest.input_name!r}]")
-    wanted = _output_names(manifest)
-    missing = [name for name in wanted if name not in outputs]
-    if missing:
-        raise ModelError(f"model {where}: graph outputs {list(outputs)} lack the manifest's {missing}")
+    if manifest.output_name not in outputs:
+        raise ModelError(f"model {where}: graph outputs {list(outputs)} lack the manifest's {manifest.output_name!r}")
     (image_input,) = inputs
     expected_in: list[int | None] = [None, 2, 3, size, size]
     if image_input.type.tensor_type.elem_type != FLOAT32 or not _matches(_dims(image_input), expected_in):
@@ -106,11 +94,10 @@ def check_model_fits(artifact: ModelArtifact) -> None:
             f"model {where}: input {manifest.input_name!r} is {_shape_text(_dims(image_input))}, allbatch feeds float32 "
             f"{_shape_text(expected_in)} (two images of {size} px, as its manifest's preprocessing says)"
         )
+    output = outputs[manifest.output_name]
     expected_out: list[int | None] = [None, len(CLASS_NAMES)]
-    for name in [n for n in wanted if n in ("probs", "logits")] or wanted[:1]:  # one value per class
-        output = outputs[name]
-        if output.type.tensor_type.elem_type != FLOAT32 or not _matches(_dims(output), expected_out):
-            raise ModelError(
-                f"model {where}: output {name!r} is {_shape_text(_dims(output))}, allbatch reads float32 "
-                f"{_shape_text(expected_out)} (one value per class: {', '.join(CLASS_NAMES)})"
-            )
+    if output.type.tensor_type.elem_type != FLOAT32 or not _matches(_dims(output), expected_out):
+        raise ModelError(
+            f"model {where}: output {manifest.output_name!r} is {_shape_text(_dims(output))}, allbatch reads float32 "
+            f"{_shape_text(expected_out)} (one probability per class: {', '.join(CLASS_NAMES)})"
+        )

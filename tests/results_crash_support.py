@@ -108,10 +108,11 @@ def check_committed(f: h5py.File, expected: Expected, images: np.ndarray | None 
 
 
 # ------------------------------------------------------------------ the child run
-def run(out: Path, n_images: int, seed: int, sync: bool = False, redo: int = 0) -> None:
+def run(out: Path, n_images: int, seed: int, sync: bool = False, redo: int = 0, announce: bool = False) -> None:
     """Append the images of [0, n_images) not yet committed. ``redo`` (with ``sync``): afterwards mark
     rows [0, redo) SUPERSEDED and append those images again, supersede first (the order opposite
-    to the pipeline's; both must be crash-safe)."""
+    to the pipeline's; both must be crash-safe). ``announce``: print "appending" on stdout when the
+    writer is open and the appends begin (a parent times its kill from then, not from the start-up)."""
     rng = np.random.default_rng(seed)
     provenance = {"argv": ["results_crash_support.py", str(out), str(n_images), str(seed)], "backend": "test"}
     with ResultsWriter.open(out, mode="resume", provenance=provenance, compat=COMPAT, expected_rows=n_images) as writer:
@@ -122,6 +123,8 @@ def run(out: Path, n_images: int, seed: int, sync: bool = False, redo: int = 0) 
             size = int(rng.integers(1, 49))
             batches.append(todo[:size])
             todo = todo[size:]
+        if announce:
+            print("appending", flush=True)
         if sync:
             for batch in batches:
                 writer.append(rows_for(batch))
@@ -247,7 +250,7 @@ if __name__ == "__main__":
     if command == "child":
         options = args[3:]
         redo = int(options[options.index("--redo") + 1]) if "--redo" in options else 0
-        run(Path(args[0]), int(args[1]), int(args[2]), sync="--sync" in options, redo=redo)
+        run(Path(args[0]), int(args[1]), int(args[2]), sync="--sync" in options, redo=redo, announce="--announce" in options)
     elif command == "replay":
         summary = replay(args[0], int(args[1]), int(args[2]), int(args[3]), [Path(p) for p in args[4:]])
         print(json.dumps(summary))

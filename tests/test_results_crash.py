@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -44,10 +45,15 @@ def test_sigkill_at_random_moments_loses_no_committed_row(tmp_path: Path) -> Non
     expected = Expected(n_images)
     out = tmp_path / "killed.h5"
     seed = int(os.environ.get("ALLBATCH_KILL_SEED", "2024"))  # vary it to stress-test: the kill moments change
-    delays = np.random.default_rng(seed).uniform(0.2, 0.9, size=5)
+    # Each delay counts from the moment the child's appends begin (it says so on stdout), not from its start:
+    # Python's start-up alone can take longer than a delay on a loaded machine.
+    delays = np.random.default_rng(seed).uniform(0.1, 0.6, size=5)
     previous, kills = 0, 0
     for attempt, delay in enumerate(delays):
-        proc = subprocess.Popen(child(out, n_images, attempt), env=env())
+        proc = subprocess.Popen(child(out, n_images, attempt, "--announce"), env=env(), stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 120)
+        assert ready and proc.stdout.readline().strip() == "appending", "the child did not start appending"
         time.sleep(float(delay))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)

@@ -12,6 +12,7 @@ read from any stream or thread (e.g. the backend's stream in the consumer thread
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,20 +84,28 @@ class DaliPreparer:
         self.pixel_budget = pixel_budget
         self.input_dtype: InputDtype = input_dtype
         self.runner = DaliRunner(prep, seg, device, max_batch, num_threads, device_id)
+        self._checker = ThreadPoolExecutor(max_workers=max(1, num_threads), thread_name_prefix="allbatch-check")
+
+    def _check(self, image: EncodedImage) -> ImageHeader | None:
+        """The shared acceptance rule for one image (marks it and returns None when refused)."""
+        if image.data is None or image.status != ImageStatus.OK:
+            return None
+        try:
+            return check_image(image.data, self.max_pixels)
+        except DecodeFailure as failure:
+            image.status = failure.status
+            image.error = str(failure)
+            return None
 
     def _candidates(self, images: list[EncodedImage]) -> list[_Candidate]:
-        candidates = []
-        for position, image in enumerate(images):
-            if image.data is None or image.status != ImageStatus.OK:
-                continue
-            try:
-                header = check_image(image.data, self.max_pixels)
-            except DecodeFailure as failure:
-                image.status = failure.status
-                image.error = str(failure)
-                continue
-            candidates.append(_Candidate(position, image.data, header))
-        return candidates
+        # The strict JPEG check decodes entropy data on the host (libjpeg-turbo releases the GIL):
+        # spread it over the worker threads so it does not cap a GPU run at one core's rate.
+        headers = list(self._checker.map(self._check, images))
+        return [
+            _Candidate(position, image.data, header)
+            for position, (image, header) in enumerate(zip(images, headers, strict=True))
+            if header is not None and image.data is not None
+        ]
 
     def _run(self, chunk: list[_Candidate]) -> GraphBatch:
         return self.runner.run([c.data for c in chunk], [c.header.height for c in chunk])
@@ -194,4 +203,5 @@ class DaliPreparer:
         return out
 
     def close(self) -> None:
+        self._checker.shutdown(wait=True)
         self.runner.close()

@@ -21,7 +21,7 @@ import numpy as np
 from allbatch.gpu.cupy_assemble import InputDtype, assemble_cupy, assemble_numpy
 from allbatch.gpu.dali_graph import Device
 from allbatch.gpu.dali_pipeline import DaliRunner, GraphBatch
-from allbatch.gpu.isolation import dali_error_message, is_decode_error, run_isolating
+from allbatch.gpu.isolation import dali_error_message, is_decode_error, is_host_memory_error, run_isolating
 from allbatch.image_check import DEFAULT_MAX_PIXELS, DecodeFailure, ImageHeader, check_image
 from allbatch.preprocess import Preprocessing
 from allbatch.records import EncodedImage, PreparedBatch
@@ -130,13 +130,18 @@ class DaliPreparer:
     def _decode(self, images: list[EncodedImage], candidates: list[_Candidate]) -> list[_Part]:
         parts: list[_Part] = []
         for chunk in self._chunks(candidates):
-            isolated = run_isolating(chunk, self._run, is_decode_error)
+            isolated = run_isolating(chunk, self._run, lambda exc: is_decode_error(exc) or is_host_memory_error(exc))
             if isolated.failures:
                 log.info("%d of %d images failed to decode in DALI (%d runs)", len(isolated.failures), len(chunk), isolated.runs)
             for index, error in isolated.failures.items():
                 image = images[chunk[index].position]
-                image.status = ImageStatus.DECODE_ERROR
-                image.error = dali_error_message(error)
+                if is_host_memory_error(error):
+                    header = chunk[index].header
+                    image.status = ImageStatus.TOO_LARGE
+                    image.error = f"not enough memory to prepare {header.width * header.height} pixels"
+                else:
+                    image.status = ImageStatus.DECODE_ERROR
+                    image.error = dali_error_message(error)
             for indices, graph in isolated.chunks:
                 parts.append(self._checked_part(images, [chunk[i] for i in indices], graph))
         return parts

@@ -108,13 +108,16 @@ def check_committed(f: h5py.File, expected: Expected, images: np.ndarray | None 
 
 
 # ------------------------------------------------------------------ the child run
-def run(out: Path, n_images: int, seed: int, sync: bool = False, redo: int = 0) -> None:
+def run(out: Path, n_images: int, seed: int, sync: bool = False, redo: int = 0, announce: bool = False) -> None:
     """Append the images of [0, n_images) not yet committed. ``redo`` (with ``sync``): afterwards mark
     rows [0, redo) SUPERSEDED and append those images again, supersede first (the order opposite
-    to the pipeline's; both must be crash-safe)."""
+    to the pipeline's; both must be crash-safe). ``announce``: print "open" once the file is open,
+    so that a test can time its kill from there, whatever the start-up took on a loaded machine."""
     rng = np.random.default_rng(seed)
     provenance = {"argv": ["results_crash_support.py", str(out), str(n_images), str(seed)], "backend": "test"}
     with ResultsWriter.open(out, mode="resume", provenance=provenance, compat=COMPAT, expected_rows=n_images) as writer:
+        if announce:
+            print("open", flush=True)
         committed = writer.committed()
         todo = [i for i in range(n_images) if plan(committed, image_path(i), image_sha(i)) != "skip"]
         batches: list[list[int]] = []
@@ -247,7 +250,7 @@ if __name__ == "__main__":
     if command == "child":
         options = args[3:]
         redo = int(options[options.index("--redo") + 1]) if "--redo" in options else 0
-        run(Path(args[0]), int(args[1]), int(args[2]), sync="--sync" in options, redo=redo)
+        run(Path(args[0]), int(args[1]), int(args[2]), sync="--sync" in options, redo=redo, announce="--announce" in options)
     elif command == "replay":
         summary = replay(args[0], int(args[1]), int(args[2]), int(args[3]), [Path(p) for p in args[4:]])
         print(json.dumps(summary))

@@ -44,15 +44,22 @@ def test_sigkill_at_random_moments_loses_no_committed_row(tmp_path: Path) -> Non
     expected = Expected(n_images)
     out = tmp_path / "killed.h5"
     seed = int(os.environ.get("ALLBATCH_KILL_SEED", "2024"))  # vary it to stress-test: the kill moments change
-    delays = np.random.default_rng(seed).uniform(0.2, 0.9, size=5)
+    delays = np.random.default_rng(seed).uniform(0.0, 0.7, size=5)
     previous, kills = 0, 0
     for attempt, delay in enumerate(delays):
-        proc = subprocess.Popen(child(out, n_images, attempt), env=env())
+        proc = subprocess.Popen(child(out, n_images, attempt, "--announce"), env=env(), stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        # Kill `delay` after the writer has opened the file (the rebuild of a resume included), not after
+        # the process started: interpreter start-up on a loaded machine must not eat the window.
+        # Attempt 0 is killed while it opens, before it announces: a kill inside the first build.
+        if attempt > 0:
+            assert proc.stdout.readline() == "open\n"
         time.sleep(float(delay))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
         proc.wait(timeout=60)
+        proc.stdout.close()
         if not out.exists():  # killed before the file was first installed
             continue
         with h5py.File(out, "r") as f:  # plain h5py, before any repair by the writer

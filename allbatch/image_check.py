@@ -39,6 +39,8 @@ PILLOW_FORMATS = {"jpeg": "JPEG", "png": "PNG", "tiff": "TIFF", "bmp": "BMP"}
 
 SUPPORTED_MODES = frozenset({"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "I;16", "I;16B", "I;16L"})
 """Pillow pixel modes that both decoders turn into 8-bit RGB (grey, palette, alpha, CMYK, 16-bit grey)."""
+UNSUPPORTED_MODES_BY_FORMAT = {"tiff": frozenset({"1"})}
+"""Exceptions per format: DALI cannot decode bilevel TIFF (Pillow can); refused for both."""
 
 _SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"\xff\xd8\xff", "jpeg"),
@@ -175,8 +177,10 @@ def read_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageHeade
         raise DecodeFailure(ImageStatus.TOO_LARGE, f"{width}x{height} pixels exceeds the limit of {max_pixels}")
     if width <= 0 or height <= 0:
         raise DecodeFailure(ImageStatus.DECODE_ERROR, f"header claims {width}x{height} pixels")
-    if mode not in SUPPORTED_MODES:
-        raise DecodeFailure(ImageStatus.UNSUPPORTED, f"pixel mode {mode} is not supported (8/16-bit grey, palette, RGB(A), CMYK)")
+    if mode not in SUPPORTED_MODES or mode in UNSUPPORTED_MODES_BY_FORMAT.get(kind, ()):
+        raise DecodeFailure(
+            ImageStatus.UNSUPPORTED, f"pixel mode {mode} is not supported in {kind.upper()} (8/16-bit grey, palette, RGB(A), CMYK)"
+        )
     if orientation in _SWAPPING_ORIENTATIONS:
         width, height = height, width
     return ImageHeader(kind, height, width, mode)

@@ -111,11 +111,13 @@ def check_committed(f: h5py.File, expected: Expected, images: np.ndarray | None 
 def run(out: Path, n_images: int, seed: int, sync: bool = False, redo: int = 0, announce: bool = False) -> None:
     """Append the images of [0, n_images) not yet committed. ``redo`` (with ``sync``): afterwards mark
     rows [0, redo) SUPERSEDED and append those images again, supersede first (the order opposite
-    to the pipeline's; both must be crash-safe). ``announce``: print "appending" on stdout when the
-    writer is open and the appends begin (a parent times its kill from then, not from the start-up)."""
+    to the pipeline's; both must be crash-safe). ``announce``: print "open" once the file is open,
+    so that a test can time its kill from there, whatever the start-up took on a loaded machine."""
     rng = np.random.default_rng(seed)
     provenance = {"argv": ["results_crash_support.py", str(out), str(n_images), str(seed)], "backend": "test"}
     with ResultsWriter.open(out, mode="resume", provenance=provenance, compat=COMPAT, expected_rows=n_images) as writer:
+        if announce:
+            print("open", flush=True)
         committed = writer.committed()
         todo = [i for i in range(n_images) if plan(committed, image_path(i), image_sha(i)) != "skip"]
         batches: list[list[int]] = []
@@ -123,8 +125,6 @@ def run(out: Path, n_images: int, seed: int, sync: bool = False, redo: int = 0, 
             size = int(rng.integers(1, 49))
             batches.append(todo[:size])
             todo = todo[size:]
-        if announce:
-            print("appending", flush=True)
         if sync:
             for batch in batches:
                 writer.append(rows_for(batch))

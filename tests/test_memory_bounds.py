@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from dali_support import HAS_DALI
 from image_factory import encode, smear_like
 
 import allbatch.cpu_prepare as cpu_prepare
@@ -86,3 +87,26 @@ def test_pixel_budget_makes_a_second_large_image_wait() -> None:
     assert entered.is_set()
     with budget.hold(1000):  # larger than the budget: runs alone, never deadlocks
         pass
+
+
+@pytest.mark.dali
+@pytest.mark.skipif(not HAS_DALI, reason="nvidia-dali is not installed")
+def test_dali_host_memory_errors_are_bisected_down_to_the_image(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run that fails with std::bad_alloc is split; the image that fails alone becomes too_large."""
+    from allbatch.gpu.dali_preparer import DaliPreparer
+
+    datas = [encode(smear_like(k, (40 + k, 50)), "PNG") for k in range(5)]
+    preparer = DaliPreparer(Preprocessing(), SegmentationParams(), device="cpu", max_batch=8)
+    real_run = preparer.runner.run
+
+    def run_or_fail(encoded: list[bytes], heights: list[int] | None = None) -> object:
+        if datas[3] in encoded:
+            raise RuntimeError("std::bad_alloc")
+        return real_run(encoded, heights)
+
+    monkeypatch.setattr(preparer.runner, "run", run_or_fail)
+    batch = preparer.prepare([encoded_from_bytes(i, f"img{i}.png", d) for i, d in enumerate(datas)])
+    preparer.close()
+    assert [image.status for image in batch.images] == [ImageStatus.OK] * 3 + [ImageStatus.TOO_LARGE, ImageStatus.OK]
+    assert batch.images[3].error == f"not enough memory to prepare {43 * 50} pixels"
+    assert batch.inputs.shape[0] == 4

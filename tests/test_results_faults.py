@@ -238,3 +238,20 @@ def test_disk_full_in_an_append_ends_the_writer_cleanly(tmp_path: Path, monkeypa
     assert no_leftovers(tmp_path)
     with open_writer(out, "resume") as resumed:
         assert set(resumed.committed()) >= {image_path(0), image_path(1)}
+
+
+def test_a_version_1_file_is_read_and_upgraded_by_resume(tmp_path: Path) -> None:
+    out = tmp_path / "r.h5"
+    with open_writer(out) as writer:
+        writer.append(rows_for(list(range(7))))
+    with h5py.File(out, "r+") as f:  # what allbatch wrote before schema 2: no file_stat, no row_crc
+        del f[schema.FILE_STAT], f[schema.ROW_CRC]
+        f.attrs["schema_version"] = 1
+    assert len(read_results(out)) == 7
+    with open_writer(out, "resume") as writer:
+        assert len(writer.committed()) == 7
+        writer.append(rows_for([7]))
+    with h5py.File(out, "r") as f:
+        assert int(f.attrs["schema_version"]) == schema.SCHEMA_VERSION
+        columns = schema.read_rows(f, 0, 8, ["a", "b", "c", "d"])
+        assert schema.verify_rows(columns).all() and (columns[schema.FILE_STAT][:7] == -1).all()

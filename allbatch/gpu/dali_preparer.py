@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,7 @@ import numpy as np
 from allbatch.assemble import InputDtype, assemble_pair
 from allbatch.gpu.dali_graph import Device
 from allbatch.gpu.dali_pipeline import DaliRunner, GraphBatch
-from allbatch.gpu.isolation import dali_error_message, is_decode_error, run_isolating
+from allbatch.gpu.isolation import dali_error_message, is_decode_error, is_host_memory_error, run_isolating
 from allbatch.image_check import DEFAULT_MAX_PIXELS, DecodeFailure, ImageHeader, check_image
 from allbatch.preprocess import Preprocessing
 from allbatch.records import EncodedImage, PreparedBatch
@@ -112,20 +113,28 @@ class DaliPreparer:
         self.runs = 0
         """DALI runs asked for by ``prepare`` (before any bisection of a failing run)."""
         self.runner = DaliRunner(prep, seg, device, max_batch, num_threads, device_id)
+        self._checker = ThreadPoolExecutor(max_workers=max(1, num_threads), thread_name_prefix="allbatch-check")
+
+    def _check(self, image: EncodedImage) -> ImageHeader | None:
+        """The shared acceptance rule for one image (marks it and returns None when refused)."""
+        if image.data is None or image.status != ImageStatus.OK:
+            return None
+        try:
+            return check_image(image.data, self.max_pixels)
+        except DecodeFailure as failure:
+            image.status = failure.status
+            image.error = str(failure)
+            return None
 
     def _candidates(self, images: list[EncodedImage]) -> list[_Candidate]:
-        candidates = []
-        for position, image in enumerate(images):
-            if image.data is None or image.status != ImageStatus.OK:
-                continue
-            try:
-                header = check_image(image.data, self.max_pixels)
-            except DecodeFailure as failure:
-                image.status = failure.status
-                image.error = str(failure)
-                continue
-            candidates.append(_Candidate(position, image.data, header))
-        return candidates
+        # The strict JPEG check decodes entropy data on the host (libjpeg-turbo releases the GIL):
+        # spread it over the worker threads so it does not cap a GPU run at one core's rate.
+        headers = list(self._checker.map(self._check, images))
+        return [
+            _Candidate(position, image.data, header)
+            for position, (image, header) in enumerate(zip(images, headers, strict=True))
+            if header is not None and image.data is not None
+        ]
 
     def _run(self, chunk: list[_Candidate]) -> GraphBatch:
         return self.runner.run([c.data for c in chunk], [c.header.height for c in chunk])
@@ -136,13 +145,18 @@ class DaliPreparer:
         for span in pixel_bounded_chunks(pixels, self.max_batch, self.max_run_pixels):
             chunk = candidates[span.start : span.stop]
             self.runs += 1
-            isolated = run_isolating(chunk, self._run, is_decode_error)
+            isolated = run_isolating(chunk, self._run, lambda exc: is_decode_error(exc) or is_host_memory_error(exc))
             if isolated.failures:
                 log.info("%d of %d images failed to decode in DALI (%d runs)", len(isolated.failures), len(chunk), isolated.runs)
             for index, error in isolated.failures.items():
                 image = images[chunk[index].position]
-                image.status = ImageStatus.DECODE_ERROR
-                image.error = dali_error_message(error)
+                if is_host_memory_error(error):
+                    header = chunk[index].header
+                    image.status = ImageStatus.TOO_LARGE
+                    image.error = f"not enough memory to prepare {header.width * header.height} pixels"
+                else:
+                    image.status = ImageStatus.DECODE_ERROR
+                    image.error = dali_error_message(error)
             for indices, graph in isolated.chunks:
                 parts.append(self._checked_part(images, [chunk[i] for i in indices], graph))
         return parts
@@ -209,4 +223,5 @@ class DaliPreparer:
         return out
 
     def close(self) -> None:
+        self._checker.shutdown(wait=True)
         self.runner.close()

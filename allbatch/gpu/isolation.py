@@ -46,7 +46,8 @@ def run_isolating(items: Sequence[T], run: Callable[[list[T]], R], is_item_error
         run: processes a non-empty list of items, all or nothing; it must be usable again after raising
             (the DALI runner rebuilds its pipeline).
         is_item_error: True for errors a bad item can cause (bisecting helps); anything else is re-raised
-            at once, so an out-of-memory or a bug is never turned into per-image statuses.
+            at once, so a bug or a device out-of-memory is never turned into per-image statuses (the DALI
+            preparer counts host out-of-memory as an item error: smaller runs need less memory).
     Returns:
         the successful chunks and the isolated failures; together they cover every position once.
     """
@@ -88,6 +89,15 @@ def dali_failed_operator(exc: Exception) -> str | None:
 def is_decode_error(exc: Exception) -> bool:
     """True for a DALI error raised by the image decoder, the only operator a bad file makes fail."""
     return isinstance(exc, RuntimeError) and dali_failed_operator(exc) in _DECODER_OPERATORS
+
+
+def is_host_memory_error(exc: Exception) -> bool:
+    """True when a run failed for lack of host memory (Python's MemoryError, C++ std::bad_alloc).
+
+    Bisecting helps (smaller runs need less memory) and an image that fails alone is recorded as
+    too_large. GPU out-of-memory is not included: it says nothing about one image.
+    """
+    return isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and "bad_alloc" in str(exc))
 
 
 def dali_error_message(exc: Exception) -> str:

@@ -126,8 +126,10 @@ step run-gpu 80 "${to_file[@]}" "$WORK/run-gpu.json" "$PY" -m allbatch run "$WOR
 step run-cpu 100 "${to_file[@]}" "$WORK/run-cpu.json" "$PY" -m allbatch run "$WORK/images" --out "$WORK/cpu.h5" \
     --decoder cpu --backend onnxruntime --batch-size 64 "${model_args[@]}" --quiet --json
 step parity 30 "$PY" benchmarks/gpu_verify.py compare "$WORK/gpu.h5" "$WORK/cpu.h5" --json "$OUT/parity.json"
+threads=$(nproc); ((threads > 16)) && threads=16  # what `allbatch run` gives the decoder (auto_decode_threads)
 step bench 150 "$PY" -m allbatch bench "$WORK/images" --backend "$BACKEND" --decoder "$DECODER" --batch-sizes "$BATCH" \
-    --repeats 2 --warmup 1 --limit "$BENCH_COUNT" "${model_args[@]}" --no-plots --quiet --json "$OUT/bench.json"
+    --repeats 2 --warmup 1 --limit "$BENCH_COUNT" --decode-threads "$threads" "${model_args[@]}" --no-plots --quiet \
+    --json "$OUT/bench.json"
 
 if [[ -n "$sampler" ]]; then kill "$sampler" 2> /dev/null; wait "$sampler" 2> /dev/null; fi
 BUDGET_S=$((SECONDS - started + 30))  # the summary always gets its 30 s

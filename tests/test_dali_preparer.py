@@ -167,6 +167,36 @@ def test_float16_inputs_and_names() -> None:
     assert np.array_equal(batch.inputs, full.astype(np.float16))
 
 
+@pytest.mark.parametrize(
+    ("pixels", "max_items", "max_pixels", "expected"),
+    [
+        ([10, 10, 10, 10], 2, 100, [(0, 2), (2, 4)]),  # the item count binds
+        ([40, 40, 40, 10], 8, 100, [(0, 2), (2, 4)]),  # the pixel budget binds
+        ([10, 500, 10], 8, 100, [(0, 1), (1, 2), (2, 3)]),  # an image above the budget runs alone
+        ([100, 1], 8, 100, [(0, 1), (1, 2)]),
+        ([], 4, 100, []),
+    ],
+)
+def test_pixel_bounded_chunks(pixels: list[int], max_items: int, max_pixels: int, expected: list[tuple[int, int]]) -> None:
+    from allbatch.gpu.dali_preparer import pixel_bounded_chunks
+
+    assert [(r.start, r.stop) for r in pixel_bounded_chunks(pixels, max_items, max_pixels)] == expected
+
+
+def test_pixel_budget_splits_runs_without_changing_rows() -> None:
+    """Large frames at a big batch are decoded in several DALI runs (bounded memory); rows stay exact."""
+    datas = [encode(smear_like(seed, size=(96 + 8 * seed, 128)), "PNG") for seed in range(7)]
+    prep = Preprocessing(size=64, blank_bottom_fraction=0.1)
+    whole = dali_preparer(prep, max_batch=16)
+    split = dali_preparer(prep, max_batch=16, max_run_pixels=40_000)  # 3 runs: 3 + 2 + 2 frames
+    expected, got = whole.prepare(encoded(datas)), split.prepare(encoded(datas))
+    whole.close()
+    split.close()
+    assert whole.runs == 1 and split.runs == 3
+    assert np.array_equal(got.inputs, expected.inputs)
+    assert np.array_equal(got.mask_fraction, expected.mask_fraction)
+
+
 def test_a_run_gives_dali_one_thread_per_usable_core(monkeypatch: pytest.MonkeyPatch, tiny_model: Path, tmp_path: Path) -> None:
     import os
 

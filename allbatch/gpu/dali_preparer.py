@@ -12,6 +12,7 @@ read from any stream or thread (e.g. the backend's stream in the consumer thread
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,32 @@ from allbatch.segment import SegmentationParams
 from allbatch.status import ImageStatus
 
 log = logging.getLogger("allbatch.gpu.dali_preparer")
+
+
+DEFAULT_MAX_RUN_PIXELS = 48 << 20
+"""Decoded pixels per DALI run (about 50 MP). Every graph node is a full-resolution buffer, and DALI keeps
+them for the whole batch: the CPU executor peaks at about 66 bytes per input pixel (8 x 3 MP frames), so
+this bounds a run to a few GB, however large the frames and the batch. 224-px crops are never split by it
+(about 1,000 per run); 3 MP camera fields go about 16 per run."""
+
+
+def pixel_bounded_chunks(pixels: Sequence[int], max_items: int, max_pixels: int) -> list[range]:
+    """Consecutive index ranges of at most ``max_items`` entries whose ``pixels`` add up to at most ``max_pixels``.
+
+    An entry above ``max_pixels`` on its own gets a range of its own (it still has to run).
+    """
+    if max_items < 1 or max_pixels < 1:
+        raise ValueError(f"max_items and max_pixels must be positive, got {max_items} and {max_pixels}")
+    chunks: list[range] = []
+    start, total = 0, 0
+    for index, count in enumerate(pixels):
+        if index > start and (index - start == max_items or total + count > max_pixels):
+            chunks.append(range(start, index))
+            start, total = index, 0
+        total += count
+    if start < len(pixels):
+        chunks.append(range(start, len(pixels)))
+    return chunks
 
 
 @dataclass
@@ -59,6 +86,7 @@ class DaliPreparer:
         device_id: CUDA device ("gpu" only).
         max_pixels: images with more pixels are refused (status too_large) before decoding.
         input_dtype: model input element type; float32 unless an engine takes float16.
+        max_run_pixels: decoded pixels per DALI run (``DEFAULT_MAX_RUN_PIXELS``): bounds DALI's memory.
     """
 
     def __init__(
@@ -71,6 +99,7 @@ class DaliPreparer:
         device_id: int = 0,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         input_dtype: InputDtype = "float32",
+        max_run_pixels: int = DEFAULT_MAX_RUN_PIXELS,
     ) -> None:
         self.name = "dali" if device == "gpu" else "dali-cpu"
         self.prep = prep
@@ -79,6 +108,9 @@ class DaliPreparer:
         self.max_batch = max_batch
         self.max_pixels = max_pixels
         self.input_dtype: InputDtype = input_dtype
+        self.max_run_pixels = max_run_pixels
+        self.runs = 0
+        """DALI runs asked for by ``prepare`` (before any bisection of a failing run)."""
         self.runner = DaliRunner(prep, seg, device, max_batch, num_threads, device_id)
 
     def _candidates(self, images: list[EncodedImage]) -> list[_Candidate]:
@@ -100,8 +132,10 @@ class DaliPreparer:
 
     def _decode(self, images: list[EncodedImage], candidates: list[_Candidate]) -> list[_Part]:
         parts: list[_Part] = []
-        for start in range(0, len(candidates), self.max_batch):
-            chunk = candidates[start : start + self.max_batch]
+        pixels = [c.header.height * c.header.width for c in candidates]
+        for span in pixel_bounded_chunks(pixels, self.max_batch, self.max_run_pixels):
+            chunk = candidates[span.start : span.stop]
+            self.runs += 1
             isolated = run_isolating(chunk, self._run, is_decode_error)
             if isolated.failures:
                 log.info("%d of %d images failed to decode in DALI (%d runs)", len(isolated.failures), len(chunk), isolated.runs)

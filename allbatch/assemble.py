@@ -4,8 +4,9 @@
 operations. Each operation is rounded on its own on both sides (NumPy ufuncs; CuPy launches one kernel
 per operation, so the CUDA compiler cannot contract a multiply and an add into an FMA), which makes the
 GPU result bit-identical to the CPU one for the same uint8 input; CI runs the same code with NumPy. A
-fused kernel (``cupy.fuse`` or an ``ElementwiseKernel``) would be one pass over memory instead of a few,
-but it is compiled with FMA contraction, so it could not be checked against the CPU bit for bit.
+fused kernel would be one pass over memory instead of a few, but not the code the CPU runs: an
+``ElementwiseKernel`` is CUDA source CI cannot execute, and ``cupy.fuse`` runs NumPy on host arrays but
+compiles with FMA contraction on the GPU, so the two would differ in the last bit.
 float16 output is the float32 value rounded to nearest even on both sides.
 """
 

@@ -26,6 +26,7 @@ from allbatch import CLASS_NAMES, __version__
 from allbatch.backends.base import Backend
 from allbatch.discover import DiscoveredFile, SymlinkPolicy, discover
 from allbatch.errors import UserInputError
+from allbatch.executors.shard import DiscoveryRecord, Shard, select
 from allbatch.manifest import ModelArtifact, load_model_artifact
 from allbatch.read import read_encoded
 from allbatch.records import EncodedImage, PreparedBatch, Preparer
@@ -53,6 +54,8 @@ class RunConfig:
     symlinks: SymlinkPolicy = "follow"
     decode_threads: int = 2
     argv: list[str] = field(default_factory=list)
+    shard: Shard | None = None
+    """Process only this contiguous range of the discovered order (``allbatch merge`` joins the parts)."""
 
 
 @dataclass
@@ -131,8 +134,17 @@ def compat_key(artifact: ModelArtifact) -> dict[str, str]:
     }
 
 
+def shard_compat(record: DiscoveryRecord) -> dict[str, str]:
+    """What a part file adds to ``compat_key``: its shard of one discovered list (empty for a whole run),
+    so that a part resumes only as the same shard of the same list."""
+    if record.shard is None:
+        return {}
+    return {"shard": json.dumps({"shard": record.shard, "total": record.total, "sha256": record.sha256}, sort_keys=True)}
+
+
 def rows_for(batch: PreparedBatch, probs: np.ndarray) -> ResultRows:
-    """The results rows of one prepared batch: (n_ok, 4) ``probs`` spread over its n images (NaN, -1 for failures)."""
+    """The results rows of one prepared batch: (n_ok, 4) ``probs`` spread over its n images (NaN, -1 for failures);
+    each row keyed by its image's index in the discovered order."""
     n = len(batch.images)
     all_probs = np.full((n, len(CLASS_NAMES)), np.nan, dtype=np.float32)
     labels = np.full(n, -1, dtype=np.int8)
@@ -148,15 +160,20 @@ def rows_for(batch: PreparedBatch, probs: np.ndarray) -> ResultRows:
         probs=all_probs,
         labels=labels,
         mask_fraction=batch.mask_fraction.astype(np.float32),
+        index=np.array([image.index for image in batch.images], dtype=np.int64),
     )
 
 
 class _Producer(threading.Thread):
-    """Reads files in order, skips those already committed, prepares batches into a bounded queue."""
+    """Reads files in order, skips those already committed, prepares batches into a bounded queue.
+    ``first_index`` is the discovered-order index of ``files[0]`` (a shard's start)."""
 
-    def __init__(self, files: list[DiscoveredFile], committed: dict[str, Any], preparer: Preparer, batch_size: int) -> None:
+    def __init__(
+        self, files: list[DiscoveredFile], committed: dict[str, Any], preparer: Preparer, batch_size: int, first_index: int = 0
+    ) -> None:
         super().__init__(name="allbatch-producer", daemon=True)
         self.files = files
+        self.first_index = first_index
         self.committed = committed
         self.preparer = preparer
         self.batch_size = batch_size
@@ -171,7 +188,7 @@ class _Producer(threading.Thread):
 
         pending: list[EncodedImage] = []
         superseded: list[int] = []
-        for index, item in enumerate(self.files):
+        for index, item in enumerate(self.files, start=self.first_index):
             if self.stop.is_set():
                 return
             image = read_encoded(index, item)
@@ -216,23 +233,24 @@ def run(config: RunConfig, progress: ProgressCallback | None = None) -> RunSumma
     """Run the whole job. Raises AllbatchError for user-facing problems before anything is written."""
     if config.batch_size < 1:
         raise UserInputError(f"--batch-size must be at least 1, got {config.batch_size}")
-    files = discover(config.source, config.symlinks)
+    files, record = select(discover(config.source, config.symlinks), config.shard)
     artifact = load_model_artifact(config.model)
 
     from allbatch.backends.select import create_backend, resolve_decoder
     from allbatch.results.writer import BackgroundWriter, ResultsWriter
 
-    compat = compat_key(artifact)
+    compat = compat_key(artifact) | shard_compat(record)
     with create_backend(config.backend, artifact, max_batch=config.batch_size) as backend:
         decoder = resolve_decoder(config.decoder, for_backend=backend.name)
         if decoder == "dali" and backend.name == "onnxruntime":
             raise UserInputError("--decoder dali leaves images on the GPU, but onnxruntime runs on the host: use --decoder cpu or dali-cpu")
         started = time.perf_counter()  # after the model is loaded: img/s measures the images, not start-up
-        provenance = _provenance(config, artifact, backend, decoder)
+        provenance = _provenance(config, artifact, backend, decoder) | {"discovery": record.to_dict()}
         log.info(
-            "%d images found under %s; backend %s on %s, decoder %s",
+            "%d images found under %s%s; backend %s on %s, decoder %s",
             len(files),
             config.source,
+            "" if record.shard is None else f" (shard {record.shard}: rows {record.start}..{record.stop - 1} of {record.total})",
             backend.name,
             backend.device,
             decoder,
@@ -241,7 +259,7 @@ def run(config: RunConfig, progress: ProgressCallback | None = None) -> RunSumma
             committed = writer.committed()
             preparer = make_preparer(decoder, artifact, config)
             background = BackgroundWriter(writer)
-            producer = _Producer(files, committed, preparer, config.batch_size)
+            producer = _Producer(files, committed, preparer, config.batch_size, first_index=record.start)
             summary = RunSummary(str(config.output), len(files), 0, 0, 0, 0, 0.0, backend.name, decoder, backend.device)
             superseded: list[int] = []
             try:

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from allbatch.errors import UserInputError
+from allbatch.executors.shard import parse_shard
 from allbatch.pipeline import RunConfig, RunSummary, run
 
 DEMO_DIR = Path(__file__).resolve().parent.parent / "demo"
@@ -38,6 +39,12 @@ def run_command(
     ] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing results file.")] = False,
     symlinks: Annotated[str, typer.Option(help="follow | skip")] = "follow",
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            help="K/N: only shard K (from 0) of N, a contiguous range of the discovered order; join the parts with `allbatch merge`."
+        ),
+    ] = None,
     demo: Annotated[bool, typer.Option("--demo", help="Run on the 8 images shipped with allbatch instead of SRC.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary line.")] = False,
     json_summary: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
@@ -63,6 +70,7 @@ def run_command(
         mode="resume" if resume else "overwrite" if overwrite else "new",
         symlinks="skip" if symlinks == "skip" else "follow",
         argv=list(sys.argv),
+        shard=None if shard is None else parse_shard(shard),
     )
     console = Console(stderr=True, quiet=quiet)
     if quiet:  # --quiet: warnings and errors only

@@ -15,6 +15,8 @@ class ResultRows:
     paths: relative to the input root, POSIX separators. sha256: 64 hex chars, "" when unreadable.
     status: (n,) int8 ``ImageStatus`` values. errors: "" when ok.
     probs: (n, 4) float32. labels: (n,) int8 argmax or -1. mask_fraction: (n,) float32 in [0, 1].
+    index: (n,) int64 position of each file in the discovered order (the row's key across shards and
+    executors); None when the caller has no discovered list (stored as -1).
     """
 
     paths: list[str]
@@ -24,6 +26,7 @@ class ResultRows:
     probs: npt.NDArray[np.float32]
     labels: npt.NDArray[np.int8]
     mask_fraction: npt.NDArray[np.float32]
+    index: npt.NDArray[np.int64] | None = None
 
     def __len__(self) -> int:
         return len(self.paths)

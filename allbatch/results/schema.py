@@ -7,6 +7,8 @@
                      /meta/attrs), and the caller's provenance (argv, backend, device, model...)
 /meta/n_committed    int64 (1,)        rows [0, n_committed) are complete; later rows mean nothing
 /images/path         vlen utf-8 (N,)   relative to the input root, POSIX separators
+/images/index        int64 (N,)        position in the discovered order of the run that wrote the row
+                                       (the key of a row across shards and Ray workers); -1 if none
 /images/sha256       S64 (N,)          hex sha256 of the bytes read, b"" when unreadable
 /images/status       int8 (N,)         ImageStatus; attribute ``names`` = "0=ok,1=decode_error,..."
 /images/error        vlen utf-8 (N,)   "" when ok
@@ -52,6 +54,7 @@ ATTR_INLINE_MAX = 48 * 1024
 N_COMMITTED = "meta/n_committed"
 LARGE_ATTRS_GROUP = "meta/attrs"
 PATH = "images/path"
+INDEX = "images/index"
 SHA256 = "images/sha256"
 STATUS = "images/status"
 ERROR = "images/error"
@@ -95,6 +98,7 @@ def row_datasets(n_classes: int) -> tuple[RowDataset, ...]:
     """The per-row datasets, in the order they are written."""
     return (
         RowDataset(PATH, _STR),
+        RowDataset(INDEX, np.int64),
         RowDataset(SHA256, "S64"),
         RowDataset(STATUS, np.int8),
         RowDataset(ERROR, _STR),

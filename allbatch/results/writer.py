@@ -78,6 +78,7 @@ from allbatch.results.rows import ResultRows
 from allbatch.results.schema import (
     CHUNK_ROWS,
     ERROR,
+    INDEX,
     LABEL,
     MASK_FRACTION,
     N_COMMITTED,
@@ -497,6 +498,7 @@ class ResultsWriter:
         probs = np.asarray(rows.probs, dtype=np.float32)
         columns: dict[str, Any] = {
             PATH: np.array([str(p) for p in rows.paths], dtype=object),
+            INDEX: np.full(m, -1, dtype=np.int64) if rows.index is None else np.asarray(rows.index, dtype=np.int64),
             SHA256: np.array([s.encode("ascii") for s in rows.sha256], dtype="S64"),
             STATUS: np.asarray(rows.status, dtype=np.int8),
             ERROR: np.array([str(e) for e in rows.errors], dtype=object),

@@ -1,0 +1,34 @@
+"""Row-by-row comparison of results files, generic over every per-row dataset (whatever other columns exist)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from allbatch.results.merge import row_dataset_names
+from allbatch.results.schema import INDEX, N_COMMITTED
+
+
+def row_columns(path: Path, *, by_index: bool = False) -> dict[str, np.ndarray]:
+    """{dataset name: its committed rows} for every per-row dataset; ``by_index`` sorts rows by /images/index."""
+    with h5py.File(path, "r") as f:
+        n = int(f[N_COMMITTED][0])
+        columns = {name: f[name][:n] for name in row_dataset_names(f)}
+    if by_index:
+        order = np.argsort(columns[INDEX], kind="stable")
+        columns = {name: values[order] for name, values in columns.items()}
+    return columns
+
+
+def assert_same_rows(actual: Path, expected: Path, *, by_index: bool = False) -> None:
+    """The same per-row datasets with the same values in every row (NaN equal to NaN, floats bit for bit)."""
+    got, want = row_columns(actual, by_index=by_index), row_columns(expected, by_index=by_index)
+    assert sorted(got) == sorted(want)
+    for name, values in want.items():
+        assert got[name].dtype == values.dtype and got[name].shape == values.shape, name
+        if values.dtype.kind == "f":
+            np.testing.assert_array_equal(got[name], values, err_msg=name)  # NaN == NaN here
+        else:
+            assert (got[name] == values).all(), name

@@ -45,6 +45,13 @@ def run_command(
             help="K/N: only shard K (from 0) of N, a contiguous range of the discovered order; join the parts with `allbatch merge`."
         ),
     ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Run N CPU worker processes, each a shard, merged into --out at the end (like --gpus, without GPUs).")
+    ] = None,
+    gpus: Annotated[
+        str | None,
+        typer.Option(help="all | 0,1,...: one worker process per GPU (CUDA_VISIBLE_DEVICES), each a shard, merged into --out at the end."),
+    ] = None,
     demo: Annotated[bool, typer.Option("--demo", help="Run on the 8 images shipped with allbatch instead of SRC.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary line.")] = False,
     json_summary: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
@@ -60,6 +67,8 @@ def run_command(
         raise UserInputError(f"unknown --decoder {decoder!r} (auto, cpu, dali, dali-cpu)")
     if symlinks not in ("follow", "skip"):
         raise UserInputError(f"unknown --symlinks {symlinks!r} (follow, skip)")
+    if sum(option is not None for option in (shard, workers, gpus)) > 1:
+        raise UserInputError("--shard, --workers and --gpus exclude each other")
     config = RunConfig(
         source=DEMO_DIR if demo else Path(str(src)),
         output=out,
@@ -93,7 +102,13 @@ def run_command(
             elapsed = bar.tasks[0].elapsed or 0.0
             bar.update(task, completed=done, total=total, rate=f"{done / elapsed:.1f}" if elapsed > 0 else "-")
 
-        summary = run(config, on_progress)
+        if workers is None and gpus is None:
+            summary = run(config, on_progress)
+        else:
+            from allbatch.executors.local import cpu_slots, gpu_slots, run_local
+
+            slots = cpu_slots(workers) if workers is not None else gpu_slots(str(gpus))
+            summary = run_local(config, slots, on_progress)
     for path, status, error in summary.failed_examples:
         console.print(f"[yellow]{status}[/] {path}: {error}", highlight=False)
     if summary.failed > len(summary.failed_examples):

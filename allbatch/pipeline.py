@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -90,6 +90,15 @@ class _Work:
 
     batch: PreparedBatch
     superseded_rows: list[int]
+
+
+class BackendInfo(Protocol):
+    """What the provenance needs from a backend: a ``Backend``, or a description of one running elsewhere (Ray)."""
+
+    name: str
+    device: str
+
+    def describe(self) -> dict[str, Any]: ...
 
 
 ProgressCallback = Callable[[int, int], None]
@@ -313,7 +322,7 @@ def _consume(
             progress(summary.processed + producer.skipped, total)
 
 
-def _provenance(config: RunConfig, artifact: ModelArtifact, backend: Backend, decoder: str) -> dict[str, Any]:
+def _provenance(config: RunConfig, artifact: ModelArtifact, backend: BackendInfo, decoder: str) -> dict[str, Any]:
     manifest = artifact.manifest
     return {
         "argv": config.argv,

@@ -8,14 +8,19 @@ import h5py
 import numpy as np
 
 from allbatch.results.merge import row_dataset_names
-from allbatch.results.schema import INDEX, N_COMMITTED
+from allbatch.results.schema import INDEX, N_COMMITTED, PATH, STATUS, shadowed_rows
+from allbatch.status import ImageStatus
 
 
 def row_columns(path: Path, *, by_index: bool = False) -> dict[str, np.ndarray]:
-    """{dataset name: its committed rows} for every per-row dataset; ``by_index`` sorts rows by /images/index."""
+    """{dataset name: its live rows} for every per-row dataset: committed, neither superseded nor shadowed by a
+    later row of the same path. ``by_index`` sorts them by /images/index."""
     with h5py.File(path, "r") as f:
         n = int(f[N_COMMITTED][0])
         columns = {name: f[name][:n] for name in row_dataset_names(f)}
+    paths = [p.decode() if isinstance(p, bytes) else p for p in columns[PATH].tolist()]
+    live = (columns[STATUS] != ImageStatus.SUPERSEDED) & ~shadowed_rows(paths, columns[STATUS])
+    columns = {name: values[live] for name, values in columns.items()}
     if by_index:
         order = np.argsort(columns[INDEX], kind="stable")
         columns = {name: values[order] for name, values in columns.items()}

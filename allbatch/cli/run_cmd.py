@@ -52,6 +52,9 @@ def run_command(
         str | None,
         typer.Option(help="all | 0,1,...: one worker process per GPU (CUDA_VISIBLE_DEVICES), each a shard, merged into --out at the end."),
     ] = None,
+    executor: Annotated[
+        str, typer.Option(help="local (this node: one process, or --workers/--gpus processes) | ray (a Ray cluster, see RAY_ADDRESS)")
+    ] = "local",
     demo: Annotated[bool, typer.Option("--demo", help="Run on the 8 images shipped with allbatch instead of SRC.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary line.")] = False,
     json_summary: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
@@ -69,6 +72,10 @@ def run_command(
         raise UserInputError(f"unknown --symlinks {symlinks!r} (follow, skip)")
     if sum(option is not None for option in (shard, workers, gpus)) > 1:
         raise UserInputError("--shard, --workers and --gpus exclude each other")
+    if executor not in ("local", "ray"):
+        raise UserInputError(f"unknown --executor {executor!r} (local, ray)")
+    if executor == "ray" and (shard is not None or gpus is not None):
+        raise UserInputError("--executor ray takes the cluster's GPUs (one per actor) and writes every row: no --gpus or --shard")
     config = RunConfig(
         source=DEMO_DIR if demo else Path(str(src)),
         output=out,
@@ -102,7 +109,11 @@ def run_command(
             elapsed = bar.tasks[0].elapsed or 0.0
             bar.update(task, completed=done, total=total, rate=f"{done / elapsed:.1f}" if elapsed > 0 else "-")
 
-        if workers is None and gpus is None:
+        if executor == "ray":
+            from allbatch.executors.ray_data import run_ray
+
+            summary = run_ray(config, workers, on_progress)
+        elif workers is None and gpus is None:
             summary = run(config, on_progress)
         else:
             from allbatch.executors.local import cpu_slots, gpu_slots, run_local

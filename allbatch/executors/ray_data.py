@@ -52,6 +52,9 @@ log = logging.getLogger("allbatch.executors.ray")
 SKIPPED = "skipped"
 """Output column: True for a file an earlier run committed unchanged (no inference, nothing to write)."""
 INSTALL_HINT = "--executor ray needs Ray Data: pip install 'allbatch[ray]'"
+WRITE_ROWS = 1024
+"""Rows the driver gathers from Ray's blocks into one commit: a commit costs milliseconds whatever its size
+(writer.py), so the single writer's rows/s grows with it (benchmarks/README.md, "Beyond one GPU")."""
 BLOCKS_PER_ACTOR = 4
 """Input blocks per actor at least, so that the pool stays busy and a retried task redoes little."""
 
@@ -207,6 +210,8 @@ def run_ray(config: RunConfig, actors: int | None = None, progress: ProgressCall
         raise UserInputError(f"--batch-size must be at least 1, got {config.batch_size}")
     if actors is not None and actors < 1:
         raise UserInputError(f"--workers must be at least 1, got {actors}")
+    if config.mode == "new" and Path(config.output).exists():  # before the cluster starts, not after
+        raise UserInputError(f"{config.output} already exists; pass --resume to continue it or --overwrite to replace it")
     ray = _import_ray()
     files, record = select(discover(config.source, config.symlinks), None)
     config = dataclasses.replace(config, model=None if config.model is None else Path(config.model).resolve())
@@ -279,6 +284,8 @@ def _drive(
     seen = np.zeros(total, dtype=np.bool_)
     superseded: list[int] = []
     duplicates = 0
+    pending: list[dict[str, npt.NDArray[Any]]] = []
+    pending_rows = 0
     if progress is not None:
         progress(0, total)
     try:
@@ -297,14 +304,20 @@ def _drive(
                         summary.failed_examples.append((str(relpath), status.name.lower(), "committed by an earlier run"))
                 else:
                     summary.ok += 1
-            rows = rows_from_columns(batch, np.flatnonzero(fresh & ~skipped))
-            writer.append(rows)
-            _count(rows, summary)
-            superseded.extend(committed[path].row for path in rows.paths if path in committed)
+            keep = np.flatnonzero(fresh & ~skipped)
+            pending.append({name: np.asarray(column)[keep] for name, column in batch.items()})
+            pending_rows += len(keep)
+            if pending_rows >= WRITE_ROWS:
+                superseded.extend(_commit(pending, writer, committed, summary))
+                pending, pending_rows = [], 0
             if progress is not None:
                 progress(int(seen.sum()), total)
     except ray.exceptions.RayError as exc:
+        if pending_rows:  # what came back is kept; a resume does the rest
+            superseded.extend(_commit(pending, writer, committed, summary))
         raise _remote_error(exc) from None
+    if pending_rows:
+        superseded.extend(_commit(pending, writer, committed, summary))
     if duplicates:
         log.info("dropped %d rows that a retried Ray task returned again", duplicates)
     if not seen.all():
@@ -313,6 +326,17 @@ def _drive(
             f"Ray returned no row for {len(missing)} files (first: {files[int(missing[0])].relpath}); run again with --resume"
         )
     return superseded
+
+
+def _commit(
+    pending: list[dict[str, npt.NDArray[Any]]], writer: Any, committed: Mapping[str, CommittedRow], summary: RunSummary
+) -> list[int]:
+    """Append the pending rows as one commit; returns the committed rows they supersede."""
+    columns = {name: np.concatenate([part[name] for part in pending]) for name in pending[0]}
+    rows = rows_from_columns(columns, np.arange(len(columns[SKIPPED]), dtype=np.int64))
+    writer.append(rows)
+    _count(rows, summary)
+    return [committed[path].row for path in rows.paths if path in committed]
 
 
 def _count(rows: ResultRows, summary: RunSummary) -> None:

@@ -273,8 +273,6 @@ def run(config: RunConfig, progress: ProgressCallback | None = None) -> RunSumma
             superseded: list[int] = []
             try:
                 producer.start()
-                if progress is not None:
-                    progress(0, len(files))
                 _consume(producer, backend, background, summary, superseded, progress, len(files))
             finally:
                 producer.stop.set()

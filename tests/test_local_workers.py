@@ -112,3 +112,19 @@ def test_killed_worker_is_reported_and_resume_finishes_its_shard(tmp_path: Path,
     assert not out.exists() and parts_folder(out).is_dir()
     allbatch(*cpu_run_args(root, out, tiny_model, *common, "--workers", "2", "--resume"), check_code=0)
     assert_same_rows(out, single, by_index=True, float_atol=1e-6)  # the resumed shard's batches were cut differently
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (("--shard", "0/2", "--workers", "2"), "exclude each other"),
+        (("--executor", "ray", "--gpus", "0"), "no --gpus or --shard"),
+        (("--executor", "dask"), "unknown --executor"),
+        (("--workers", "0"), "--workers must be at least 1"),
+    ],
+)
+def test_executor_options_that_do_not_fit_are_one_line_errors(tmp_path: Path, options: tuple[str, ...], message: str) -> None:
+    write_good_images(tmp_path / "in", 1)
+    result = allbatch("run", str(tmp_path / "in"), "--out", str(tmp_path / "r.h5"), *options, check_code=1)
+    assert message in " ".join(result.stderr.split()) and "Traceback" not in result.stderr
+    assert not (tmp_path / "r.h5").exists()

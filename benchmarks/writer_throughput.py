@@ -1,13 +1,16 @@
 """The single writer's sustained rows/s: what one results.h5 writer (the Ray driver, a single run) and
 ``allbatch merge`` can absorb, on synthetic rows shaped like real ones.
 
-Usage: python benchmarks/writer_throughput.py [--rows 100000] [--batch-sizes 64,256,1024] [--parts 8] [--json OUT]
+Usage: python benchmarks/writer_throughput.py [--rows 100000] [--batch-sizes 64,256,1024] [--parts 8]
+       [--discovery-files 100000] [--json OUT]
 
 Per batch size, in a fresh temporary folder: ``ResultsWriter.append`` of ``--rows`` rows (preallocated
 working file, as a run that knows its file count has; every append is a crash-safe commit: write,
 flush, n_committed, flush, reopen), then the closing compaction (gzip copy); and the Ray driver's
 per-batch path (``rows_from_columns`` + append). Then ``merge_parts`` of ``--parts`` part files holding
-the same rows. Rates count rows written / seconds of that step only. The JSON records the machine,
+the same rows. With ``--discovery-files N``, also ``allbatch.discover`` over N empty files in
+folders of 1,000 (one thread; the rate a driver lists an archive at). ``--rows 0`` skips the writer.
+Rates count rows (files) / seconds of that step only. The JSON records the machine,
 the load average and other processes' CPU use while it ran (the machine may be shared).
 """
 
@@ -119,25 +122,46 @@ def time_merge(folder: Path, rows: ResultRows, n_parts: int, batch_size: int) ->
     return {"parts": n_parts, "rows": total, "merge_s": round(seconds, 3), "merge_rows_per_s": round(total / seconds)}
 
 
+def time_discovery(folder: Path, n_files: int) -> dict[str, Any]:
+    from allbatch.discover import discover
+
+    root = folder / "tree"
+    for start in range(0, n_files, 1000):
+        sub = root / f"d{start // 1000}"
+        sub.mkdir(parents=True)
+        for i in range(start, min(n_files, start + 1000)):
+            (sub / f"img{i}.jpg").touch()
+    rates = []
+    for _ in range(3):
+        started = time.perf_counter()
+        found = discover(root)
+        rates.append(len(found) / (time.perf_counter() - started))
+    return {"files": n_files, "files_per_s_median_of_3": round(sorted(rates)[1])}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--batch-sizes", default="64,256,1024")
     parser.add_argument("--parts", type=int, default=8)
+    parser.add_argument("--discovery-files", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
-    rows = synthetic_rows(args.rows)
+    rows = synthetic_rows(max(args.rows, 1))
     report: dict[str, Any] = {"environment": collect_environment(sys.argv), "load_before": machine_load(), "cpu_count": os.cpu_count()}
     with tempfile.TemporaryDirectory() as tmp, LoadMonitor() as monitor:
         folder = Path(tmp)
-        report["writer"] = [time_writer(folder, rows, int(b)) for b in args.batch_sizes.split(",")]
-        report["merge"] = time_merge(folder, rows, args.parts, 256)
+        if args.rows:
+            report["writer"] = [time_writer(folder, rows, int(b)) for b in args.batch_sizes.split(",")]
+            report["merge"] = time_merge(folder, rows, args.parts, 256)
+        if args.discovery_files:
+            report["discovery"] = time_discovery(folder, args.discovery_files)
     report["load_during"] = monitor.report()
     report["load_after"] = machine_load()
     text = json.dumps(report, indent=2)
     if args.json is not None:
         args.json.write_text(text + "\n")
-    print(json.dumps({"writer": report["writer"], "merge": report["merge"], "load_during": report["load_during"]}, indent=2))
+    print(json.dumps({key: report[key] for key in ("writer", "merge", "discovery", "load_during") if key in report}, indent=2))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import h5py
 import psutil
 import pytest
 from image_factory import write_bad_files, write_good_images
@@ -21,6 +22,7 @@ from allbatch.errors import UserInputError
 from allbatch.executors.local import WorkerSlot, _worker_main, cpu_slots, gpu_slots, parts_folder
 from allbatch.executors.shard import Shard
 from allbatch.pipeline import RunConfig
+from allbatch.results.schema import N_COMMITTED
 
 
 def test_slots_from_options(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -77,21 +79,30 @@ def test_worker_errors_are_reported_per_worker(tmp_path: Path, tiny_model: Path)
 
 
 def _worker_pids(parent: int) -> list[int]:
-    """The spawned worker processes of ``parent`` (not multiprocessing's resource tracker)."""
-    pids = []
+    """The spawned worker processes of ``parent`` (not multiprocessing's resource tracker), oldest first."""
+    found = []
     for child in psutil.Process(parent).children(recursive=True):
         try:
-            cmdline = " ".join(child.cmdline())
+            cmdline, started = " ".join(child.cmdline()), child.create_time()
         except psutil.Error:
             continue
         if "spawn_main" in cmdline and "resource_tracker" not in cmdline:
-            pids.append(child.pid)
-    return pids
+            found.append((started, child.pid))
+    return [pid for _, pid in sorted(found)]
+
+
+def _committed(part: Path) -> int:
+    """Rows a running worker has committed to its part so far (0 before the file exists)."""
+    try:
+        with h5py.File(part, "r", locking=False) as f:  # the worker holds the file open for writing
+            return int(f[N_COMMITTED][0])
+    except (OSError, KeyError):  # not created yet, or being renamed over
+        return 0
 
 
 def test_killed_worker_is_reported_and_resume_finishes_its_shard(tmp_path: Path, tiny_model: Path) -> None:
     root = tmp_path / "slides"
-    write_good_images(root, 240)
+    write_good_images(root, 300)
     common = ("--batch-size", "4", "--quiet")
     single, out = tmp_path / "single.h5", tmp_path / "out.h5"
     allbatch(*cpu_run_args(root, single, tiny_model, *common), check_code=0)
@@ -99,11 +110,10 @@ def test_killed_worker_is_reported_and_resume_finishes_its_shard(tmp_path: Path,
     proc = subprocess.Popen(args, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     part = parts_folder(out) / "part-1-of-2.h5"
     deadline = time.monotonic() + 120
-    while not part.exists() and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    time.sleep(1.0)  # let it commit some rows; 120 images take far longer than this
-    victims = _worker_pids(proc.pid)
-    assert len(victims) == 2, victims
+    while _committed(part) == 0 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    victims = _worker_pids(proc.pid)  # in start order: worker 0, then worker 1
+    assert len(victims) == 2 and 0 < _committed(part) < 150, victims  # mid-run: some of its 150 rows
     os.kill(victims[1], signal.SIGKILL)
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 1, stderr

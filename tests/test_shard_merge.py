@@ -123,6 +123,18 @@ def test_merge_refuses_parts_that_do_not_add_up(single_and_parts: tuple[Path, li
         MergeError, match=r"killed1\.h5 \(shard 1/3, rows 16\.\.31\) is incomplete: 3 of 16 rows missing \(index 29, 30, 31\)"
     ):
         merge_parts([parts[0], killed, parts[2]], out)
+    tampered = tmp_path / "tampered1.h5"  # rows keyed outside the part's range, and twice
+    shutil.copy(parts[1], tampered)
+    with h5py.File(tampered, "r+") as f:
+        f["images/index"][0] = 40
+        f["images/index"][2] = 17
+        path0 = f["images/path"].asstr()[0]
+    with pytest.raises(MergeError) as refused:
+        merge_parts([parts[0], tampered, parts[2]], out)
+    message = str(refused.value)
+    assert f"has rows outside its range: index 40 ({path0})" in message
+    assert "indices with more than one live row: 17" in message
+    assert "2 of 16 rows missing (index 16, 18)" in message
     assert not out.exists()
 
 

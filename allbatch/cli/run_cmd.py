@@ -46,7 +46,11 @@ def run_command(
         ),
     ] = None,
     workers: Annotated[
-        int | None, typer.Option(help="Run N CPU worker processes, each a shard, merged into --out at the end (like --gpus, without GPUs).")
+        int | None,
+        typer.Option(
+            help="Run N CPU worker processes, each a shard, merged into --out at the end (like --gpus, without GPUs); "
+            "with --executor ray: N actors (default one per GPU, else per CPU, of the cluster)."
+        ),
     ] = None,
     gpus: Annotated[
         str | None,

@@ -106,6 +106,8 @@ class RowsActor:
         from allbatch.manifest import load_model_artifact
 
         artifact = load_model_artifact(config.model)
+        # Entered for the actor's lifetime: Ray Data gives no teardown hook, and the device memory and
+        # sessions go with the actor's process when Ray ends it.
         self._backend = create_backend(backend, artifact, max_batch=config.batch_size).__enter__()
         self._preparer = make_preparer(decoder, artifact, config)
 

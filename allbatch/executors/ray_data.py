@@ -106,10 +106,16 @@ class RowsActor:
         from allbatch.manifest import load_model_artifact
 
         artifact = load_model_artifact(config.model)
-        # Entered for the actor's lifetime: Ray Data gives no teardown hook, and the device memory and
-        # sessions go with the actor's process when Ray ends it.
+        # Entered for the actor's lifetime; Ray Data calls ``__del__`` when it ends the actor gracefully
+        # (ActorPoolMapOperator drops the UDF), and a killed actor's process takes its resources along.
         self._backend = create_backend(backend, artifact, max_batch=config.batch_size).__enter__()
         self._preparer = make_preparer(decoder, artifact, config)
+
+    def __del__(self) -> None:
+        if hasattr(self, "_preparer"):  # absent when __init__ failed part-way
+            self._preparer.close()
+        if hasattr(self, "_backend"):
+            self._backend.__exit__(None, None, None)
 
     def __call__(self, batch: Mapping[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
         todo: list[EncodedImage] = []

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -26,6 +26,7 @@ from allbatch import CLASS_NAMES, __version__
 from allbatch.backends.base import Backend, InferenceOutput
 from allbatch.discover import IMAGE_EXTENSIONS, DiscoveredFile, SymlinkPolicy, discover
 from allbatch.errors import UserInputError
+from allbatch.executors.shard import DiscoveryRecord, Shard, select
 from allbatch.manifest import ModelArtifact, load_model_artifact
 from allbatch.model_fit import check_model_fits
 from allbatch.pathtext import fs_to_text
@@ -68,6 +69,8 @@ class RunConfig:
     argv: list[str] = field(default_factory=list)
     infer_chunk_seconds: float | None = INFER_CHUNK_SECONDS
     """See INFER_CHUNK_SECONDS; None infers whole batches (the benchmark's batch-size sweep)."""
+    shard: Shard | None = None
+    """Process only this contiguous range of the discovered order (``allbatch merge`` joins the parts)."""
 
 
 @dataclass
@@ -165,6 +168,15 @@ def slice_batch(batch: PreparedBatch, start: int, stop: int) -> PreparedBatch:
     return PreparedBatch(images=batch.images[start:stop], inputs=batch.inputs[first:last], mask_fraction=batch.mask_fraction[start:stop])
 
 
+class BackendInfo(Protocol):
+    """What the provenance needs from a backend: a ``Backend``, or a description of one running elsewhere (Ray)."""
+
+    name: str
+    device: str
+
+    def describe(self) -> dict[str, Any]: ...
+
+
 def library_versions() -> dict[str, str]:
     versions = {"python": platform.python_version(), "allbatch": __version__}
     for dist in ("numpy", "h5py", "pillow", "onnx", "onnxruntime", "torch", "cupy-cuda13x", "nvidia-dali-cuda130", "tensorrt"):
@@ -226,9 +238,18 @@ def _stat_or_none(item: DiscoveredFile) -> FileStat | None:
         return None
 
 
+def shard_compat(record: DiscoveryRecord) -> dict[str, str]:
+    """What a part file adds to ``compat_key``: its shard of one discovered list (empty for a whole run),
+    so that a part resumes only as the same shard of the same list."""
+    if record.shard is None:
+        return {}
+    return {"shard": json.dumps({"shard": record.shard, "total": record.total, "sha256": record.sha256}, sort_keys=True)}
+
+
 def rows_for(batch: PreparedBatch, output: InferenceOutput) -> ResultRows:
     """The results rows of one prepared batch: the backend's output for its n_ok decoded images spread over
-    its n images (NaN probabilities and label -1 for failures)."""
+    its n images (NaN probabilities and label -1 for failures); each row keyed by its image's index in the
+    discovered order."""
     probs = output.probs
     n = len(batch.images)
     all_probs = np.full((n, len(CLASS_NAMES)), np.nan, dtype=np.float32)
@@ -249,15 +270,20 @@ def rows_for(batch: PreparedBatch, output: InferenceOutput) -> ResultRows:
             [image.stat.recorded() if image.stat else UNKNOWN_STAT for image in batch.images],
             dtype=np.int64,
         ).reshape(n, 3),
+        index=np.array([image.index for image in batch.images], dtype=np.int64),
     )
 
 
 class _Producer(threading.Thread):
-    """Reads files in order, skips those already committed, prepares batches into a bounded queue."""
+    """Reads files in order, skips those already committed, prepares batches into a bounded queue.
+    ``first_index`` is the discovered-order index of ``files[0]`` (a shard's start)."""
 
-    def __init__(self, files: list[DiscoveredFile], committed: dict[str, Any], preparer: Preparer, batch_size: int) -> None:
+    def __init__(
+        self, files: list[DiscoveredFile], committed: dict[str, Any], preparer: Preparer, batch_size: int, first_index: int = 0
+    ) -> None:
         super().__init__(name="allbatch-producer", daemon=True)
         self.files = files
+        self.first_index = first_index
         self.committed = committed
         self.preparer = preparer
         self.batch_size = batch_size
@@ -274,7 +300,7 @@ class _Producer(threading.Thread):
 
         pending: list[EncodedImage] = []
         superseded: dict[int, int] = {}
-        for index, item in enumerate(self.files):
+        for index, item in enumerate(self.files, start=self.first_index):
             if self.stop.is_set():
                 return
             stat = _stat_or_none(item) if self.committed else None
@@ -335,8 +361,8 @@ def run(config: RunConfig, progress: ProgressCallback | None = None, stop: threa
     stop = stop or threading.Event()
     if config.batch_size < 1:
         raise UserInputError(f"--batch-size must be at least 1, got {config.batch_size}")
-    files = discover(config.source, config.symlinks)
-    if not files:
+    files, record = select(discover(config.source, config.symlinks), config.shard)
+    if not record.total:
         raise UserInputError(
             f"no images found under {config.source} (looked for {' '.join(sorted(IMAGE_EXTENSIONS))} in every subfolder); nothing written"
         )
@@ -347,7 +373,7 @@ def run(config: RunConfig, progress: ProgressCallback | None = None, stop: threa
     from allbatch.backends.select import create_backend, resolve_decoder
     from allbatch.results.writer import BackgroundWriter, ResultsWriter
 
-    compat = compat_key(artifact)
+    compat = compat_key(artifact) | shard_compat(record)
     with create_backend(config.backend, artifact, max_batch=config.batch_size) as backend:
         decoder = resolve_decoder(config.decoder, for_backend=backend.name)
         if decoder == "dali" and backend.name == "onnxruntime":
@@ -357,11 +383,12 @@ def run(config: RunConfig, progress: ProgressCallback | None = None, stop: threa
             summary.interrupted = True
             return summary
         started = time.perf_counter()  # after the model is loaded: img/s measures the images, not start-up
-        provenance = _provenance(config, artifact, backend, decoder)
+        provenance = _provenance(config, artifact, backend, decoder) | {"discovery": record.to_dict()}
         log.info(
-            "%d images found under %s; backend %s on %s, decoder %s",
+            "%d images found under %s%s; backend %s on %s, decoder %s",
             len(files),
             config.source,
+            "" if record.shard is None else f" (shard {record.shard}: rows {record.start}..{record.stop - 1} of {record.total})",
             backend.name,
             backend.device,
             decoder,
@@ -370,7 +397,7 @@ def run(config: RunConfig, progress: ProgressCallback | None = None, stop: threa
             committed = writer.committed()
             preparer = make_preparer(decoder, artifact, config)
             background = BackgroundWriter(writer)
-            producer = _Producer(files, committed, preparer, config.batch_size)
+            producer = _Producer(files, committed, preparer, config.batch_size, first_index=record.start)
             consumer = _Consumer(producer, backend, background, summary, progress, stop, config, started)
             try:
                 producer.start()
@@ -487,7 +514,7 @@ class _Consumer:
             self.progress(RunProgress(summary.processed, self.producer.skipped, summary.discovered, seconds))
 
 
-def _provenance(config: RunConfig, artifact: ModelArtifact, backend: Backend, decoder: str) -> dict[str, Any]:
+def _provenance(config: RunConfig, artifact: ModelArtifact, backend: BackendInfo, decoder: str) -> dict[str, Any]:
     manifest = artifact.manifest
     return {
         "argv": config.argv,

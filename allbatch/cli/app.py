@@ -54,7 +54,7 @@ def _click_exception_type() -> type[Exception]:
     try:
         from typer._click.exceptions import ClickException
     except ImportError:
-        from click.exceptions import ClickException  # type: ignore[no-redef,import-not-found,unused-ignore]
+        from click.exceptions import ClickException  # type: ignore[no-redef,import-not-found,assignment,unused-ignore]
     return ClickException
 
 
@@ -81,9 +81,11 @@ def _register() -> None:
     from allbatch.cli.eval_cmd import eval_command
     from allbatch.cli.export_cmd import export_command
     from allbatch.cli.info_cmd import info_command
+    from allbatch.cli.merge_cmd import merge_command
     from allbatch.cli.run_cmd import run_command
 
     app.command("run")(run_command)
+    app.command("merge")(merge_command)
     app.command("export")(export_command)
     app.command("info")(info_command)
     app.command("bench")(bench_command)

@@ -15,6 +15,7 @@ from allbatch.cli.console import make_console, print_error, printable, stderr_is
 from allbatch.cli.progress import progress_reporter
 from allbatch.cli.stop_signals import stop_on_signals
 from allbatch.errors import UserInputError
+from allbatch.executors.shard import parse_shard
 from allbatch.pipeline import RunConfig, RunSummary, run
 
 DEMO_DIR = Path(__file__).resolve().parent.parent / "demo"
@@ -40,6 +41,26 @@ def run_command(
     ] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing results file.")] = False,
     symlinks: Annotated[str, typer.Option(help="follow | skip")] = "follow",
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            help="K/N: only shard K (from 0) of N, a contiguous range of the discovered order; join the parts with `allbatch merge`."
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Run N CPU worker processes, each a shard, merged into --out at the end (like --gpus, without GPUs); "
+            "with --executor ray: N actors (default one per GPU, else per CPU, of the cluster)."
+        ),
+    ] = None,
+    gpus: Annotated[
+        str | None,
+        typer.Option(help="all | 0,1,...: one worker process per GPU (CUDA_VISIBLE_DEVICES), each a shard, merged into --out at the end."),
+    ] = None,
+    executor: Annotated[
+        str, typer.Option(help="local (this node: one process, or --workers/--gpus processes) | ray (a Ray cluster, see RAY_ADDRESS)")
+    ] = "local",
     demo: Annotated[bool, typer.Option("--demo", help="Run on the 8 images shipped with allbatch instead of SRC.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary line.")] = False,
     json_summary: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
@@ -55,6 +76,12 @@ def run_command(
         raise UserInputError(f"unknown --decoder {decoder!r} (auto, cpu, dali, dali-cpu)")
     if symlinks not in ("follow", "skip"):
         raise UserInputError(f"unknown --symlinks {symlinks!r} (follow, skip)")
+    if sum(option is not None for option in (shard, workers, gpus)) > 1:
+        raise UserInputError("--shard, --workers and --gpus exclude each other")
+    if executor not in ("local", "ray"):
+        raise UserInputError(f"unknown --executor {executor!r} (local, ray)")
+    if executor == "ray" and (shard is not None or gpus is not None):
+        raise UserInputError("--executor ray takes the cluster's GPUs (one per actor) and writes every row: no --gpus or --shard")
     config = RunConfig(
         source=DEMO_DIR if demo else Path(str(src)),
         output=out,
@@ -65,12 +92,23 @@ def run_command(
         mode="resume" if resume else "overwrite" if overwrite else "new",
         symlinks="skip" if symlinks == "skip" else "follow",
         argv=list(sys.argv),
+        shard=None if shard is None else parse_shard(shard),
     )
     console = make_console(quiet=quiet)
     if quiet:  # --quiet: warnings and errors only
         logging.getLogger("allbatch").setLevel(logging.WARNING)
     with stop_on_signals() as stop, progress_reporter(console, quiet=quiet, terminal=stderr_is_terminal()) as on_progress:
-        summary = run(config, on_progress, stop.event)
+        if executor == "ray":
+            from allbatch.executors.ray_data import run_ray
+
+            summary = run_ray(config, workers, on_progress, stop.event)
+        elif workers is None and gpus is None:
+            summary = run(config, on_progress, stop.event)
+        else:
+            from allbatch.executors.local import cpu_slots, gpu_slots, run_local
+
+            slots = cpu_slots(workers) if workers is not None else gpu_slots(str(gpus))
+            summary = run_local(config, slots, on_progress, stop.event)
     for path, status, error in summary.failed_examples:
         console.print(Text.assemble((status, "yellow"), f" {printable(path)}: {printable(error)}"))
     if summary.failed > len(summary.failed_examples):

@@ -16,6 +16,8 @@ class ResultRows:
     status: (n,) int8 ``ImageStatus`` values. errors: "" when ok.
     probs: (n, 4) float32. labels: (n,) int8 argmax or -1. mask_fraction: (n,) float32 in [0, 1].
     file_stat: (n, 3) int64 size, mtime_ns, ctime_ns of each file when read (-1 unknown); None: all unknown.
+    index: (n,) int64 position of each file in the discovered order (the row's key across shards and
+    executors); None when the caller has no discovered list (stored as -1).
     """
 
     paths: list[str]
@@ -26,6 +28,7 @@ class ResultRows:
     labels: npt.NDArray[np.int8]
     mask_fraction: npt.NDArray[np.float32]
     file_stat: npt.NDArray[np.int64] | None = None
+    index: npt.NDArray[np.int64] | None = None
 
     def __len__(self) -> int:
         return len(self.paths)

@@ -8,6 +8,8 @@
 /meta/n_committed    int64 (1,)        rows [0, n_committed) are complete; later rows mean nothing
 /images/path         vlen utf-8 (N,)   relative to the input root, POSIX separators; names that are not
                                        valid UTF-8 are escaped losslessly (allbatch.pathtext)
+/images/index        int64 (N,)        position in the discovered order of the run that wrote the row
+                                       (the key of a row across shards and Ray workers); -1 if none
 /images/sha256       S64 (N,)          hex sha256 of the bytes read, b"" when unreadable
 /images/status       int8 (N,)         ImageStatus; attribute ``names`` = "0=ok,1=decode_error,..."
 /images/error        vlen utf-8 (N,)   "" when ok
@@ -57,7 +59,8 @@ from allbatch.pathtext import safe_text
 from allbatch.status import ImageStatus
 
 SCHEMA_VERSION = 2
-"""2 added /images/file_stat and /images/row_crc; version 1 files are still read (unverified)."""
+"""2 added /images/index, /images/file_stat and /images/row_crc; version 1 files are still read (unverified,
+index -1)."""
 READABLE_SCHEMA_VERSIONS = (1, 2)
 CHUNK_ROWS = 1024
 """Rows per chunk: 64 KiB for /images/sha256, small enough to rewrite per batch, large enough to compress."""
@@ -68,6 +71,7 @@ ATTR_INLINE_MAX = 48 * 1024
 N_COMMITTED = "meta/n_committed"
 LARGE_ATTRS_GROUP = "meta/attrs"
 PATH = "images/path"
+INDEX = "images/index"
 SHA256 = "images/sha256"
 STATUS = "images/status"
 ERROR = "images/error"
@@ -76,6 +80,8 @@ LABEL = "pred/label"
 MASK_FRACTION = "seg/mask_fraction"
 FILE_STAT = "images/file_stat"
 ROW_CRC = "images/row_crc"
+VERSION_2_DATASETS = (INDEX, FILE_STAT, ROW_CRC)
+"""Row datasets a version 1 file does not have."""
 
 RESERVED_ATTRS = frozenset(
     {
@@ -121,6 +127,7 @@ def row_datasets(n_classes: int) -> tuple[RowDataset, ...]:
     """The per-row datasets, in the order they are written."""
     return (
         RowDataset(PATH, _STR),
+        RowDataset(INDEX, np.int64),
         RowDataset(SHA256, "S64"),
         RowDataset(STATUS, np.int8),
         RowDataset(ERROR, _STR),
@@ -174,7 +181,7 @@ def check_layout(f: h5py.File, where: str) -> int:
     if version not in READABLE_SCHEMA_VERSIONS:
         raise ResultsFileError(f"{where} has results schema version {version}; this allbatch reads versions {READABLE_SCHEMA_VERSIONS}")
     class_names = decode_class_names(f.attrs["class_names"])
-    specs = [spec for spec in row_datasets(len(class_names)) if version >= 2 or spec.name not in (FILE_STAT, ROW_CRC)]
+    specs = [spec for spec in row_datasets(len(class_names)) if version >= 2 or spec.name not in VERSION_2_DATASETS]
     missing = [spec.name for spec in specs if spec.name not in f]
     if missing:
         raise ResultsFileError(f"{where} is missing datasets {missing}; the file is damaged or not written by allbatch")
@@ -192,7 +199,7 @@ def row_checksums(columns: Mapping[str, Any]) -> npt.NDArray[np.uint32]:
     """(n,) uint32 CRC-32 per row over the canonical bytes of every row column except ``row_crc``.
 
     ``columns`` maps dataset names to arrays as stored: path and error as str, sha256 as bytes (S64),
-    status int8, probs float32 (n, k), label int8, mask_fraction float32, file_stat int64 (n, 3).
+    status int8, probs float32 (n, k), label int8, mask_fraction float32, file_stat int64 (n, 3), index int64.
     Strings are length-prefixed so that no two rows share their bytes by shifting text between columns.
     """
     paths, errors, sha = columns[PATH], columns[ERROR], columns[SHA256]
@@ -203,6 +210,7 @@ def row_checksums(columns: Mapping[str, Any]) -> npt.NDArray[np.uint32]:
             np.ascontiguousarray(columns[LABEL], dtype=np.int8).reshape(len(paths), -1).view(np.uint8),
             np.ascontiguousarray(columns[MASK_FRACTION], dtype=np.float32).reshape(len(paths), -1).view(np.uint8),
             np.ascontiguousarray(columns[FILE_STAT], dtype=np.int64).reshape(len(paths), -1).view(np.uint8),
+            np.ascontiguousarray(columns[INDEX], dtype=np.int64).reshape(len(paths), -1).view(np.uint8),
         ],
         axis=1,
     )

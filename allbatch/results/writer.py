@@ -83,6 +83,7 @@ from allbatch.results.schema import (
     CHUNK_ROWS,
     ERROR,
     FILE_STAT,
+    INDEX,
     LABEL,
     MASK_FRACTION,
     N_COMMITTED,
@@ -314,7 +315,7 @@ def _verified_filler(
     source: h5py.File, n: int, class_names: list[str], verified: _Verified, stale: npt.NDArray[np.bool_]
 ) -> Callable[[h5py.File], int]:
     """Pass 2 of a resume: copy the rows that verified, compacted, with ``stale`` ones (indexed like
-    the kept rows) marked SUPERSEDED and their checksum renewed; a version 1 file gains both new columns."""
+    the kept rows) marked SUPERSEDED and their checksum renewed; a version 1 file gains the version 2 columns (unknown: -1)."""
 
     def fill(dst: h5py.File) -> int:
         out = 0
@@ -325,6 +326,7 @@ def _verified_filler(
             block = {name: np.asarray(value)[keep] for name, value in columns.items()}
             m = int(keep.sum())
             block.setdefault(FILE_STAT, np.full((m, 3), -1, dtype=np.int64))
+            block.setdefault(INDEX, np.full(m, -1, dtype=np.int64))
             block[STATUS] = np.where(stale[out : out + m], np.int8(ImageStatus.SUPERSEDED), block[STATUS]).astype(np.int8)
             block[ROW_CRC] = row_checksums(block)
             for name, value in block.items():
@@ -655,6 +657,7 @@ class ResultsWriter:
         probs = np.asarray(rows.probs, dtype=np.float32)
         columns: dict[str, Any] = {
             PATH: np.array([str(p) for p in rows.paths], dtype=object),
+            INDEX: np.full(m, -1, dtype=np.int64) if rows.index is None else np.asarray(rows.index, dtype=np.int64),
             SHA256: np.array([s.encode("ascii") for s in rows.sha256], dtype="S64"),
             STATUS: np.asarray(rows.status, dtype=np.int8),
             ERROR: np.array([safe_text(str(e)) for e in rows.errors], dtype=object),

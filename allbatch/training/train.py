@@ -151,6 +151,8 @@ def run_epoch(
         steps += 1
         total += float(loss) * len(labels)
         count += len(labels)
+        if steps % 5 == 0:
+            log.info("step %d of %d (this epoch: %d), loss %.4f", schedule.step, schedule.total_steps, steps, float(loss))
     return total / max(count, 1), steps
 
 

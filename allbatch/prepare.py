@@ -82,9 +82,9 @@ def prepare_bytes(
 
 
 def prepare_files(
-    paths: list[Path], prep: Preprocessing, seg: SegmentationParams, change: Callable[[int], ImageChange | None] | None = None
+    paths: list[Path], prep: Preprocessing, seg: SegmentationParams, change: ImageChange | None = None
 ) -> npt.NDArray[np.float32]:
-    """(n, 2, 3, S, S) float32 inputs of ``paths`` (all must decode); ``change(i)`` gives image i's change.
+    """(n, 2, 3, S, S) float32 inputs of ``paths`` (all must decode), each with ``change`` applied (see ``prepare_rgb``).
 
     Raises:
         DecodeFailure: a file is not a usable image (validation data is expected to be clean).
@@ -92,5 +92,5 @@ def prepare_files(
     size = prep.size
     out = np.empty((len(paths), 2, 3, size, size), dtype=np.float32)
     for i, path in enumerate(paths):
-        out[i] = prepare_rgb(read_rgb(path), prep, seg, None if change is None else change(i)).inputs
+        out[i] = prepare_rgb(read_rgb(path), prep, seg, change).inputs
     return out

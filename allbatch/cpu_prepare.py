@@ -1,4 +1,4 @@
-"""CPU preparation: Pillow decode, NumPy segmentation, resize and normalise (the reference path)."""
+"""CPU preparer: the one preparation recipe (``allbatch.prepare``) over a batch, on a small thread pool."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import numpy.typing as npt
 
-from allbatch.decode import DEFAULT_MAX_PIXELS, DecodeFailure, decode_rgb
-from allbatch.preprocess import Preprocessing, blank_bottom_band, normalise_pair, resize_rgb
+from allbatch.decode import DEFAULT_MAX_PIXELS, DecodeFailure
+from allbatch.prepare import prepare_bytes
+from allbatch.preprocess import Preprocessing
 from allbatch.records import EncodedImage, PreparedBatch
-from allbatch.segment import SegmentationParams, segment
+from allbatch.segment import SegmentationParams
 from allbatch.status import ImageStatus
 
 
@@ -22,10 +23,8 @@ def prepare_one(
     Raises:
         DecodeFailure: the bytes are not a usable image.
     """
-    rgb = blank_bottom_band(decode_rgb(data, max_pixels), prep)
-    segmented, mask = segment(rgb, seg)
-    pair = normalise_pair(resize_rgb(rgb, prep.size), resize_rgb(segmented, prep.size), prep)
-    return pair, float(mask.mean())
+    prepared = prepare_bytes(data, prep, seg, max_pixels)
+    return prepared.inputs, prepared.mask_fraction
 
 
 class PillowPreparer:

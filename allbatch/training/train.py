@@ -149,10 +149,10 @@ def run_epoch(
             ema.update_parameters(net)
         schedule.step += 1
         steps += 1
-        total += float(loss) * len(labels)
+        total += float(loss.detach()) * len(labels)
         count += len(labels)
         if steps % 5 == 0:
-            log.info("step %d of %d (this epoch: %d), loss %.4f", schedule.step, schedule.total_steps, steps, float(loss))
+            log.info("step %d of %d (this epoch: %d), loss %.4f", schedule.step, schedule.total_steps, steps, float(loss.detach()))
     return total / max(count, 1), steps
 
 

@@ -7,8 +7,9 @@ temperature on the plain validation logits (NLL) and reports the 15-bin ECE befo
 Usage:
   python scripts/robustness.py [--model engines/allbatch-densenet201.onnx] [--data ../shared/data/all-kaggle/Original]
          [--only NAME ...] [--limit N] [--json out.json] [--write] [--calibrate]
---write stores the figures in the manifest (validation.robustness, validation.calibration); --calibrate
-also re-exports the model with the fitted temperature in its graph and manifest (``reexport_artifact``).
+--calibrate re-exports the model with the temperature fitted after the plain pass in its graph and
+manifest (``reexport_artifact``; the suite goes on with the loaded weights: a temperature changes no
+class); --write stores the figures in the manifest (validation.robustness, validation.calibration).
 """
 
 from __future__ import annotations
@@ -49,8 +50,38 @@ def main() -> None:
     paths = [args.data / rel for rel in val_files]
     labels = np.array([CLASS_NAMES.index(Path(rel).parts[0]) for rel in val_files])
     started = time.time()
+    if (args.write or args.calibrate) and args.limit:
+        raise SystemExit("--write/--calibrate need the whole validation part (no --limit)")
 
-    def save_partial(partial: RobustnessReport) -> None:
+    def context() -> dict[str, object]:
+        return {
+            "measured_on": "ONNX Runtime CPU",
+            "n": len(paths),
+            "split_rule": manifest.training.get("split_rule"),
+            "seconds": round(time.time() - started, 1),
+            "load_average": [round(x, 2) for x in os.getloadavg()],
+        }
+
+    calibrated: dict[str, object] = {}
+
+    def after_condition(partial: RobustnessReport) -> None:
+        """After the plain pass: calibrate (temperature only; classes, hence the suite's figures, are unchanged)."""
+        if not calibrated:
+            # the graph's logits are divided by the artifact's temperature: undo it to fit one from scratch
+            raw_logits = partial.plain_logits.astype(np.float64) * float(manifest.temperature)
+            report = calibrate(raw_logits, labels)
+            calibrated.update({**context(), **report.to_dict()})
+            print("calibration", json.dumps(report.to_dict()), flush=True)
+            if args.json is not None:
+                args.json.with_suffix(".logits.json").write_text(
+                    json.dumps({"val_files": val_files, "labels": labels.tolist(), "plain_logits": raw_logits.tolist()})
+                )
+            if args.calibrate:
+                from allbatch.model.onnx_io import reexport_artifact
+
+                validation = {**manifest.validation, "calibration": calibrated}
+                reexport_artifact(artifact.onnx_path, artifact.onnx_path, temperature=report.temperature, validation=validation)
+                print(f"re-exported {artifact.onnx_path} with temperature {report.temperature:.4f}", flush=True)
         if args.json is not None:
             args.json.with_suffix(".partial.json").write_text(json.dumps(partial.to_dict(), indent=1))
 
@@ -64,38 +95,16 @@ def main() -> None:
             names=args.only,
             batch_size=args.batch_size,
             stride=args.stride,
-            progress=save_partial,
+            progress=after_condition,
         )
-    seconds = time.time() - started
-    # the graph's logits are divided by the artifact's temperature: undo it to fit a temperature from scratch
-    raw_logits = report.plain_logits.astype(np.float64) * float(manifest.temperature)
-    calibration = calibrate(raw_logits, labels)
-    load = os.getloadavg()
-    context = {
-        "measured_on": "ONNX Runtime CPU",
-        "n": len(paths),
-        "split_rule": manifest.training.get("split_rule"),
-        "seconds": round(seconds, 1),
-        "load_average_at_end": [round(x, 2) for x in load],
-    }
-    robustness = {**context, **report.to_dict()}
+    robustness = {**context(), **report.to_dict()}
     print(report.markdown_table())
-    print("calibration", json.dumps(calibration.to_dict()))
     if args.json is not None:
-        record = {"robustness": robustness, "calibration": calibration.to_dict(), "val_files": val_files}
-        args.json.write_text(json.dumps({**record, "plain_logits": raw_logits.tolist(), "labels": labels.tolist()}))
-    if args.write or args.calibrate:
-        if args.limit:
-            raise SystemExit("--write/--calibrate need the whole validation part (no --limit)")
-        validation = {**manifest.validation, "robustness": robustness, "calibration": {**context, **calibration.to_dict()}}
-        if args.calibrate:
-            from allbatch.model.onnx_io import reexport_artifact
-
-            reexport_artifact(artifact.onnx_path, artifact.onnx_path, temperature=calibration.temperature, validation=validation)
-            print(f"re-exported {artifact.onnx_path} with temperature {calibration.temperature:.4f}")
-        else:
-            manifest.validation = validation
-            manifest_path_for(artifact.onnx_path).write_text(manifest.to_json() + "\n")
+        args.json.write_text(json.dumps({"robustness": robustness, "calibration": calibrated}, indent=1))
+    if args.write:
+        current = load_model_artifact(artifact.onnx_path).manifest  # re-read: --calibrate may have re-exported it
+        current.validation = {**current.validation, "robustness": robustness, "calibration": calibrated}
+        manifest_path_for(artifact.onnx_path).write_text(current.to_json() + "\n")
         print("written to", manifest_path_for(artifact.onnx_path))
 
 

@@ -234,6 +234,7 @@ def train(config: TrainConfig) -> Path:
     if state is not None:
         history, best = state["history"], state["best"]
     deadline = _deadline_seconds(config.deadline_utc)
+    started = time.time()
 
     def train_loader(size: int) -> DataLoader:
         # random blanking in augmentation only matters when the preprocessing does not blank already
@@ -303,7 +304,7 @@ def train(config: TrainConfig) -> Path:
                 },
                 ckpt_dir / "last.pt",
             )
-            over_budget = config.time_budget_min > 0 and (time.time() - t0) / 60 > config.time_budget_min
+            over_budget = config.time_budget_min > 0 and (time.time() - started) / 60 > config.time_budget_min
             if stage == 1 and over_budget:
                 log.info("time budget reached: stage 1 stops after epoch %d", epoch + 1)
                 break

@@ -1,4 +1,4 @@
-"""CPU preparation: Pillow decode, NumPy segmentation, resize and normalise (the reference path).
+"""CPU preparation: the one preparation recipe (``allbatch.prepare``) over a batch, on a small thread pool.
 
 Memory is bounded by a pixel budget, not by what headers claim: the decode threads together hold at
 most ``pixel_budget`` pixels of decoded images (an image larger than the budget runs alone), and the
@@ -17,11 +17,12 @@ from contextlib import contextmanager
 import numpy as np
 import numpy.typing as npt
 
-from allbatch.decode import DEFAULT_MAX_PIXELS, DecodeFailure, decode_rgb
+from allbatch.decode import DEFAULT_MAX_PIXELS, DecodeFailure
 from allbatch.image_check import read_header
-from allbatch.preprocess import Preprocessing, blank_bottom_band, normalise_pair, resize_rgb
+from allbatch.prepare import prepare_bytes
+from allbatch.preprocess import Preprocessing
 from allbatch.records import EncodedImage, PreparedBatch
-from allbatch.segment import SegmentationParams, segment
+from allbatch.segment import SegmentationParams
 from allbatch.status import ImageStatus
 
 
@@ -33,10 +34,8 @@ def prepare_one(
     Raises:
         DecodeFailure: the bytes are not a usable image.
     """
-    rgb = blank_bottom_band(decode_rgb(data, max_pixels), prep)
-    segmented, mask = segment(rgb, seg)
-    pair = normalise_pair(resize_rgb(rgb, prep.size), resize_rgb(segmented, prep.size), prep)
-    return pair, float(mask.mean())
+    prepared = prepare_bytes(data, prep, seg, max_pixels)
+    return prepared.inputs, prepared.mask_fraction
 
 
 class PixelBudget:

@@ -3,7 +3,6 @@
 On the block-split validation part named in the manifest (training.val_files), with ONNX Runtime:
 - accuracy, macro sensitivity, per-class sensitivity, confusion matrix (the committed fp16-weight ONNX);
 - the same with the bottom 48 rows blanked at inference (the scale-bar label shortcut check);
-- the same under mild colour jitter (fixed seed);
 - FP16-vs-FP32 agreement: the committed ONNX (fp16 weights) against an fp32-weight export of the same
   checkpoint (argmax agreement, max abs probability difference).
 
@@ -23,29 +22,21 @@ import numpy as np
 
 from allbatch import CLASS_NAMES
 from allbatch.backends.ort_backend import OnnxRuntimeBackend
-from allbatch.decode import decode_rgb
 from allbatch.manifest import ModelArtifact, ModelManifest, load_model_artifact, manifest_path_for, sha256_of_file
-from allbatch.preprocess import blank_bottom_band, normalise_pair, resize_rgb
-from allbatch.segment import segment
-from allbatch.training.augment import AugmentConfig, blank_bottom, colour_jitter
+from allbatch.prepare import prepare_files, prepare_rgb, read_rgb
+from allbatch.training.augment import blank_bottom
 
-VARIANTS = ("plain", "bottom48_blanked", "colour_jitter")
+VARIANTS = ("plain", "bottom48_blanked")
+"""Stain and camera changes: scripts/robustness.py (the robustness suite)."""
 
 
 def inputs_for(paths: list[Path], artifact: ModelArtifact, variant: str) -> np.ndarray:
-    """(n, 2, 3, S, S) float32 model inputs, with the variant's change applied before segmentation."""
+    """(n, 2, 3, S, S) float32 model inputs through the one recipe; "bottom48_blanked" fills the bottom 48 rows
+    of the decoded original with its median colour first (before the model's own band blanking)."""
     prep, seg = artifact.manifest.prep, artifact.manifest.seg
-    pairs = []
-    for i, path in enumerate(paths):
-        rgb = decode_rgb(path.read_bytes())
-        if variant == "bottom48_blanked":
-            rgb = blank_bottom(rgb, 48)
-        elif variant == "colour_jitter":
-            rgb = colour_jitter(rgb, np.random.default_rng((7, i)), AugmentConfig())
-        rgb = blank_bottom_band(rgb, prep)  # the model's own preprocessing (a no-op for older models)
-        segmented, _ = segment(rgb, seg)
-        pairs.append(normalise_pair(resize_rgb(rgb, prep.size), resize_rgb(segmented, prep.size), prep))
-    return np.stack(pairs)
+    if variant == "plain":
+        return prepare_files(paths, prep, seg)
+    return np.stack([prepare_rgb(blank_bottom(read_rgb(path), 48), prep, seg).inputs for path in paths])
 
 
 def predict(artifact: ModelArtifact, inputs: np.ndarray, batch: int = 32) -> np.ndarray:

@@ -11,12 +11,12 @@ from dali_support import development_files, needs_dali, require_dataset
 from image_factory import encode, smear_like, write_bad_files
 
 from allbatch.cpu_prepare import PillowPreparer
-from allbatch.decode import decode_rgb
 from allbatch.discover import discover
-from allbatch.preprocess import Preprocessing, blank_bottom_band, normalise_pair, resize_rgb
+from allbatch.prepare import prepare_bytes
+from allbatch.preprocess import Preprocessing
 from allbatch.read import read_encoded
 from allbatch.records import EncodedImage
-from allbatch.segment import SegmentationParams, segment
+from allbatch.segment import SegmentationParams
 from allbatch.status import ImageStatus
 
 pytestmark = needs_dali
@@ -27,10 +27,9 @@ RESIZE_TOLERANCE = 24 / 255 / 0.25
 
 
 def reference(data: bytes, prep: Preprocessing) -> tuple[np.ndarray, float]:
-    """The NumPy/Pillow composition the DALI path must reproduce: ((2, 3, S, S) float32, mask fraction)."""
-    rgb = blank_bottom_band(decode_rgb(data), prep)
-    segmented, mask = segment(rgb, SEG)
-    return normalise_pair(resize_rgb(rgb, prep.size), resize_rgb(segmented, prep.size), prep), float(mask.mean())
+    """The CPU recipe the DALI path must reproduce: ((2, 3, S, S) float32, mask fraction)."""
+    prepared = prepare_bytes(data, prep, SEG)
+    return prepared.inputs, prepared.mask_fraction
 
 
 def encoded(datas: list[bytes]) -> list[EncodedImage]:

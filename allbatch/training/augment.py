@@ -1,8 +1,9 @@
-"""Stain-respecting augmentation of (H, W, 3) uint8 RGB smear crops, applied before segmentation.
+"""Training augmentation of one (H, W, 3) uint8 RGB original, applied before segmentation.
 
-Flips, 90-degree rotations, mild scale, small per-channel stain gains, brightness/contrast/saturation
-jitter, and random blanking of the bottom band (the originals carry a class-dependent scale-bar label
-there that a model must not use).
+Geometry (flips, 90-degree rotations, a mild crop) and the camera / stain changes of the robustness
+suite (``allbatch.perturb``) at random strengths that cover the suite's: hue, saturation, brightness,
+gamma, per-channel stain gains, blur, rescaling and JPEG re-encoding. Because it runs before
+segmentation, the mask (the second channel) varies as it will on other microscopes and stains.
 """
 
 from __future__ import annotations
@@ -13,15 +14,33 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
+from allbatch import perturb
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
+    """Ranges of the random changes (each drawn independently per image and epoch).
+
+    ``hue_units``: +- OpenCV 8-bit hue units (2 degrees each); ``saturation``/``brightness``: factor in
+    1 +- this; ``gamma``: exponent in [1/gamma, gamma] (log-uniform); ``channel_gain``: per-channel
+    factor in 1 +- this; ``blur_p``/``blur_sigma``: probability and max sigma (pixels) of a Gaussian
+    blur; ``rescale_p``/``rescale``: probability and (min, max) factor of a resize (log-uniform);
+    ``jpeg_p``/``jpeg_quality``: probability and (min, max) quality of a JPEG re-encode.
+    """
+
     scale_min: float = 0.85
-    channel_gain: float = 0.08  # per-channel multiplicative stain jitter, +- this fraction
-    brightness: float = 0.10
-    contrast: float = 0.10
-    saturation: float = 0.20
-    blank_bottom_p: float = 0.5
+    hue_units: float = 5.0
+    saturation: float = 0.3
+    brightness: float = 0.15
+    gamma: float = 1.4
+    channel_gain: float = 0.05
+    blur_p: float = 0.3
+    blur_sigma: float = 1.5
+    rescale_p: float = 0.3
+    rescale: tuple[float, float] = (0.65, 2.2)
+    jpeg_p: float = 0.4
+    jpeg_quality: tuple[int, int] = (60, 95)
+    blank_bottom_p: float = 0.0
     blank_bottom_rows: int = 48
 
 
@@ -33,16 +52,25 @@ def blank_bottom(image: npt.NDArray[np.uint8], rows: int) -> npt.NDArray[np.uint
     return out
 
 
-def colour_jitter(image: npt.NDArray[np.uint8], rng: np.random.Generator, config: AugmentConfig) -> npt.NDArray[np.uint8]:
-    """Small stain/illumination changes: per-channel gain, brightness, contrast, saturation."""
-    x = image.astype(np.float32)
-    x *= 1.0 + rng.uniform(-config.channel_gain, config.channel_gain, size=3).astype(np.float32)
-    x *= 1.0 + rng.uniform(-config.brightness, config.brightness)
-    mean = x.mean()
-    x = (x - mean) * (1.0 + rng.uniform(-config.contrast, config.contrast)) + mean
-    grey = x.mean(axis=2, keepdims=True)
-    x = (x - grey) * (1.0 + rng.uniform(-config.saturation, config.saturation)) + grey
-    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+def colour_and_camera(image: npt.NDArray[np.uint8], rng: np.random.Generator, config: AugmentConfig) -> npt.NDArray[np.uint8]:
+    """Random stain (hue, saturation, channel gains), illumination (brightness, gamma) and camera
+    (blur, resolution, JPEG) changes, in the order light meets them."""
+    out = perturb.hue_saturation(
+        image,
+        hue_units=float(rng.uniform(-config.hue_units, config.hue_units)),
+        saturation=float(rng.uniform(1 - config.saturation, 1 + config.saturation)),
+    )
+    gains = rng.uniform(1 - config.channel_gain, 1 + config.channel_gain, size=3).astype(np.float32)
+    out = perturb.channel_gains(out, gains * np.float32(rng.uniform(1 - config.brightness, 1 + config.brightness)))
+    out = perturb.gamma(out, float(np.exp(rng.uniform(-np.log(config.gamma), np.log(config.gamma)))))
+    if rng.random() < config.blur_p:
+        out = perturb.gaussian_blur(out, float(rng.uniform(0.3, config.blur_sigma)))
+    if rng.random() < config.rescale_p:
+        low, high = np.log(config.rescale[0]), np.log(config.rescale[1])
+        out = perturb.rescale(out, float(np.exp(rng.uniform(low, high))))
+    if rng.random() < config.jpeg_p:
+        out = perturb.jpeg(out, int(rng.integers(config.jpeg_quality[0], config.jpeg_quality[1] + 1)))
+    return out
 
 
 def geometric(image: npt.NDArray[np.uint8], rng: np.random.Generator, config: AugmentConfig) -> npt.NDArray[np.uint8]:
@@ -61,7 +89,7 @@ def geometric(image: npt.NDArray[np.uint8], rng: np.random.Generator, config: Au
 
 
 def augment(image: npt.NDArray[np.uint8], rng: np.random.Generator, config: AugmentConfig) -> npt.NDArray[np.uint8]:
-    """The full training augmentation of one original image (before segmentation)."""
+    """The full training augmentation of one original image (after band blanking, before segmentation)."""
     if rng.random() < config.blank_bottom_p:
         image = blank_bottom(image, config.blank_bottom_rows)
-    return colour_jitter(geometric(image, rng, config), rng, config)
+    return colour_and_camera(geometric(image, rng, config), rng, config)

@@ -1,19 +1,21 @@
-"""Training data: the development images, our own segmentation as the second channel, augmentation."""
+"""Training data: the development images through the one preparation recipe (``allbatch.prepare``),
+with augmentation of the original before segmentation."""
 
 from __future__ import annotations
 
 import hashlib
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
 from allbatch import CLASS_NAMES
-from allbatch.preprocess import Preprocessing, blank_bottom_band, normalise_pair, resize_rgb
-from allbatch.segment import SegmentationParams, segment
+from allbatch.prepare import ImageChange, prepare_rgb, read_rgb
+from allbatch.preprocess import Preprocessing
+from allbatch.segment import SegmentationParams
 from allbatch.training.augment import AugmentConfig, augment
 from allbatch.training.split import LabelledImage, image_number
 
@@ -35,11 +37,6 @@ def data_manifest_sha256(images: list[LabelledImage], root: Path) -> str:
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
-def load_rgb(path: Path) -> npt.NDArray[np.uint8]:
-    with Image.open(path) as img:
-        return np.asarray(img.convert("RGB"), dtype=np.uint8)
-
-
 class PairDataset(Dataset[tuple[torch.Tensor, int]]):
     """Yields ((2, 3, S, S) float32 input, label); originals are kept decoded in memory.
 
@@ -56,7 +53,7 @@ class PairDataset(Dataset[tuple[torch.Tensor, int]]):
         seed: int,
     ) -> None:
         self.images = images
-        self.pixels = [load_rgb(image.path) for image in images]
+        self.pixels: list[npt.NDArray[np.uint8]] = [read_rgb(image.path) for image in images]  # as inference decodes
         self.prep = prep
         self.seg = seg
         self.augment_config = augment_config
@@ -67,10 +64,9 @@ class PairDataset(Dataset[tuple[torch.Tensor, int]]):
         return len(self.images)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        rgb = blank_bottom_band(self.pixels[index], self.prep)  # before augmentation: the label sits at the bottom
+        change: ImageChange | None = None
         if self.augment_config is not None:
-            rng = np.random.default_rng((self.seed, self.epoch, index))
-            rgb = augment(rgb, rng, self.augment_config)
-        segmented, _ = segment(rgb, self.seg)
-        pair = normalise_pair(resize_rgb(rgb, self.prep.size), resize_rgb(segmented, self.prep.size), self.prep)
-        return torch.from_numpy(pair), self.images[index].label
+            rng = np.random.default_rng((self.seed, self.epoch, index))  # reproducible per (seed, epoch, image)
+            change = partial(augment, rng=rng, config=self.augment_config)
+        prepared = prepare_rgb(self.pixels[index], self.prep, self.seg, change)
+        return torch.from_numpy(prepared.inputs), self.images[index].label

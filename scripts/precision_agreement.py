@@ -1,0 +1,62 @@
+"""Reduced-precision agreement of a model on the CPU (issue 10, point 7), without a GPU.
+
+Reference: ONNX Runtime in fp32 (the project's portable reference, as in the TensorRT fp16 gate).
+Compared: the same weights in torch on the CPU under bf16 autocast (what CPU training uses; AMX-BF16
+where the CPU has it), on every k-th validation image of the manifest. The figures use ``backends.fp16_check.fp16_agreement`` and the
+thresholds of ``judge_fp16``. TensorRT fp16 on a GPU is checked by ``allbatch engine build``.
+
+Usage: python scripts/precision_agreement.py [--model ...] [--data ...] [--stride 8] [--write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from allbatch.backends.fp16_check import fp16_agreement, judge_fp16
+from allbatch.backends.ort_backend import OnnxRuntimeBackend
+from allbatch.manifest import load_model_artifact, manifest_path_for
+from allbatch.model.network import ExportedNet
+from allbatch.model.onnx_io import load_network
+from allbatch.prepare import prepare_files
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=None)
+    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/all-kaggle/Original")
+    parser.add_argument("--stride", type=int, default=8, help="every k-th validation image")
+    parser.add_argument("--write", action="store_true", help="store the figures in the manifest (validation.precision_cpu)")
+    args = parser.parse_args()
+    artifact = load_model_artifact(args.model)
+    manifest = artifact.manifest
+    files = list(manifest.training["val_files"])[:: args.stride]
+    inputs = prepare_files([args.data / rel for rel in files], manifest.prep, manifest.seg)
+    started = time.time()
+    with OnnxRuntimeBackend(artifact) as backend:
+        reference = np.concatenate([backend.infer(inputs[i : i + 8]).probs for i in range(0, len(inputs), 8)])
+    net = ExportedNet(load_network(artifact.onnx_path, manifest.architecture), manifest.temperature).eval()
+    report: dict[str, object] = {"reference": "ONNX Runtime fp32 (CPU)", "n": len(files), "stride": args.stride}
+    for name, dtype in (("torch_cpu_bf16_autocast", torch.bfloat16),):
+        with torch.no_grad(), torch.autocast("cpu", dtype=dtype):
+            probs = np.concatenate([net(torch.from_numpy(inputs[i : i + 8]))[0].float().numpy() for i in range(0, len(inputs), 8)])
+        figures = fp16_agreement(probs, reference)
+        accepted, stated = judge_fp16(figures)
+        report[name] = {**figures, "within_fp16_gate": accepted}
+        print(name, stated, flush=True)
+    report["seconds"] = round(time.time() - started, 1)
+    report["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    print(json.dumps(report))
+    if args.write:
+        manifest.validation = {**manifest.validation, "precision_cpu": report}
+        manifest_path_for(artifact.onnx_path).write_text(manifest.to_json() + "\n")
+
+
+if __name__ == "__main__":
+    main()

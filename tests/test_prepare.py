@@ -1,0 +1,71 @@
+"""The one preparation recipe (allbatch.prepare): its order of steps, and that training decodes as inference."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from allbatch.cpu_prepare import prepare_one
+from allbatch.decode import decode_rgb
+from allbatch.prepare import prepare_bytes, prepare_files, prepare_rgb, read_rgb
+from allbatch.preprocess import Preprocessing, normalise_pair, resize_rgb
+from allbatch.segment import SegmentationParams, segment
+
+DEMO = Path(__file__).resolve().parents[1] / "allbatch" / "demo"
+PREP = Preprocessing(blank_bottom_fraction=48 / 224)
+SEG = SegmentationParams()
+
+
+def test_recipe_is_decode_blank_segment_resize_normalise() -> None:
+    data = (DEMO / "Early" / "WBC-Malignant-Early-076.jpg").read_bytes()
+    rgb = decode_rgb(data)
+    blanked = rgb.copy()
+    blanked[-48:] = 0
+    segmented, mask = segment(blanked, SEG)
+    expected = normalise_pair(resize_rgb(blanked, 224), resize_rgb(segmented, 224), PREP)
+    prepared = prepare_bytes(data, PREP, SEG)
+    assert prepared.inputs.shape == (2, 3, 224, 224) and prepared.inputs.dtype == np.float32
+    assert np.array_equal(prepared.inputs, expected)
+    assert prepared.mask_fraction == pytest.approx(float(mask.mean()))
+    pair, fraction = prepare_one(data, PREP, SEG)  # the inference preparer is the same recipe
+    assert np.array_equal(pair, expected) and fraction == prepared.mask_fraction
+
+
+def test_change_sees_the_blanked_original_and_the_mask_follows_it() -> None:
+    rgb = read_rgb(DEMO / "Pre" / "WBC-Malignant-Pre-376.jpg")
+    seen: list[np.ndarray] = []
+
+    def flip(image: np.ndarray) -> np.ndarray:
+        seen.append(image)
+        return image[::-1]
+
+    flipped = prepare_rgb(rgb, PREP, SEG, flip)
+    assert np.all(seen[0][-48:] == 0)  # the label band is blanked before any change
+    reference = prepare_rgb(rgb, PREP, SEG)
+    assert np.array_equal(flipped.inputs, reference.inputs[:, :, ::-1])  # both channels from the changed pixels
+    assert flipped.mask_fraction == pytest.approx(reference.mask_fraction)
+
+
+def test_training_decodes_as_inference_exif_orientation(tmp_path: Path) -> None:
+    """A JPEG with EXIF orientation 6 (rotate 90 degrees clockwise): training and inference see the same pixels."""
+    torch = pytest.importorskip("torch", reason="the training dataset needs torch")
+    from allbatch.training.data import PairDataset, list_development_images
+
+    rgb = read_rgb(DEMO / "Benign" / "WBC-Benign-001.jpg")[:, :200]  # not square, so a rotation changes the shape
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="JPEG", quality=95, exif=exif.tobytes())
+    (tmp_path / "Benign").mkdir()
+    (tmp_path / "Benign" / "WBC-Benign-001.jpg").write_bytes(buffer.getvalue())
+    images = list_development_images(tmp_path)
+    dataset = PairDataset(images, PREP, SEG, None, seed=0)
+    assert dataset.pixels[0].shape == (200, 224, 3)  # transposed by the EXIF orientation
+    inputs, label = dataset[0]
+    assert label == 0
+    assert torch.equal(inputs, torch.from_numpy(prepare_bytes(buffer.getvalue(), PREP, SEG).inputs))
+    assert np.array_equal(prepare_files([images[0].path], PREP, SEG)[0], inputs.numpy())

@@ -13,7 +13,7 @@ import pytest
 from dali_support import HAS_DALI
 from image_factory import encode, smear_like
 
-import allbatch.cpu_prepare as cpu_prepare
+import allbatch.prepare as prepare_module
 from allbatch.cpu_prepare import PillowPreparer, PixelBudget
 from allbatch.preprocess import Preprocessing
 from allbatch.read import encoded_from_bytes
@@ -24,14 +24,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_memory_error_while_segmenting_is_that_images_status(monkeypatch: pytest.MonkeyPatch) -> None:
-    real_segment = cpu_prepare.segment
+    real_segment = prepare_module.segment
 
     def segment_or_fail(rgb: np.ndarray, params: SegmentationParams) -> tuple[np.ndarray, np.ndarray]:
         if rgb.shape[0] == 100:
             raise MemoryError
         return real_segment(rgb, params)
 
-    monkeypatch.setattr(cpu_prepare, "segment", segment_or_fail)
+    monkeypatch.setattr(prepare_module, "segment", segment_or_fail)  # the one recipe segments
     datas = [encode(smear_like(1, (64, 64)), "PNG"), encode(smear_like(2, (100, 80)), "PNG"), encode(smear_like(3), "JPEG")]
     preparer = PillowPreparer(Preprocessing(), SegmentationParams())
     batch = preparer.prepare([encoded_from_bytes(i, f"img{i}.png", d) for i, d in enumerate(datas)])

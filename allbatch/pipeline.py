@@ -27,6 +27,7 @@ from allbatch.backends.base import Backend, InferenceOutput
 from allbatch.discover import DiscoveredFile, SymlinkPolicy, discover
 from allbatch.errors import UserInputError
 from allbatch.manifest import ModelArtifact, load_model_artifact
+from allbatch.qc.stage import QcStage
 from allbatch.read import read_encoded
 from allbatch.records import EncodedImage, PreparedBatch, Preparer
 from allbatch.results.rows import ResultRows
@@ -131,9 +132,9 @@ def compat_key(artifact: ModelArtifact) -> dict[str, str]:
     }
 
 
-def rows_for(batch: PreparedBatch, output: InferenceOutput) -> ResultRows:
+def rows_for(batch: PreparedBatch, output: InferenceOutput, qc: dict[str, Any] | None = None) -> ResultRows:
     """The results rows of one prepared batch: the backend's output for its n_ok decoded images spread over
-    its n images (NaN probabilities and label -1 for failures)."""
+    its n images (NaN probabilities and label -1 for failures), with the qc stage's columns (n rows)."""
     probs = output.probs
     n = len(batch.images)
     all_probs = np.full((n, len(CLASS_NAMES)), np.nan, dtype=np.float32)
@@ -150,6 +151,7 @@ def rows_for(batch: PreparedBatch, output: InferenceOutput) -> ResultRows:
         probs=all_probs,
         labels=labels,
         mask_fraction=batch.mask_fraction.astype(np.float32),
+        qc=qc or {},
     )
 
 
@@ -244,11 +246,12 @@ def run(config: RunConfig, progress: ProgressCallback | None = None) -> RunSumma
             preparer = make_preparer(decoder, artifact, config)
             background = BackgroundWriter(writer)
             producer = _Producer(files, committed, preparer, config.batch_size)
+            qc_stage = QcStage(artifact.manifest)
             summary = RunSummary(str(config.output), len(files), 0, 0, 0, 0, 0.0, backend.name, decoder, backend.device)
             superseded: list[int] = []
             try:
                 producer.start()
-                _consume(producer, backend, background, summary, superseded, progress, len(files))
+                _consume(producer, backend, background, summary, superseded, progress, len(files), qc_stage)
             finally:
                 producer.stop.set()
                 producer.join()
@@ -272,6 +275,7 @@ def _consume(
     superseded: list[int],
     progress: ProgressCallback | None,
     total: int,
+    qc_stage: QcStage | None = None,
 ) -> None:
     while True:
         work = producer.out.get()
@@ -282,7 +286,8 @@ def _consume(
         batch = work.batch
         n_ok = len(batch.ok_positions)
         output = backend.infer(batch.inputs) if n_ok else InferenceOutput.empty(len(CLASS_NAMES), 0)
-        background.submit(rows_for(batch, output))
+        qc = qc_stage(batch, output) if qc_stage is not None else None  # measures and flags; never changes output
+        background.submit(rows_for(batch, output, qc))
         superseded.extend(work.superseded_rows)
         summary.processed += len(batch.images)
         summary.ok += n_ok

@@ -41,6 +41,9 @@ def run_command(
     demo: Annotated[bool, typer.Option("--demo", help="Run on the 8 images shipped with allbatch instead of SRC.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary line.")] = False,
     json_summary: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
+    group_by: Annotated[
+        str, typer.Option("--group-by", help="Folder verdicts per 'parent' folder (a slide or patient) or per first N folders.")
+    ] = "parent",
 ) -> None:
     """Classify every image under SRC into results.h5 (class, probabilities, segmentation, provenance)."""
     if resume and overwrite:
@@ -53,6 +56,10 @@ def run_command(
         raise UserInputError(f"unknown --decoder {decoder!r} (auto, cpu, dali, dali-cpu)")
     if symlinks not in ("follow", "skip"):
         raise UserInputError(f"unknown --symlinks {symlinks!r} (follow, skip)")
+    from allbatch.summarize.groups import parse_group_by
+    from allbatch.summarize.render import finish_run, groups_table
+
+    group_by = parse_group_by(group_by)
     config = RunConfig(
         source=DEMO_DIR if demo else Path(str(src)),
         output=out,
@@ -86,6 +93,8 @@ def run_command(
             bar.update(task, completed=done, total=total, rate=f"{done / elapsed:.1f}" if elapsed > 0 else "-")
 
         summary = run(config, on_progress)
+    groups = finish_run(config.output, group_by)
+    console.print(groups_table(groups))
     for path, status, error in summary.failed_examples:
         console.print(f"[yellow]{status}[/] {path}: {error}", highlight=False)
     if summary.failed > len(summary.failed_examples):
@@ -96,5 +105,5 @@ def run_command(
         highlight=False,
     )
     if json_summary:
-        typer.echo(json.dumps(summary.to_dict(), indent=2))
+        typer.echo(json.dumps({**summary.to_dict(), "verdicts": groups.verdict_counts()}, indent=2))
     raise typer.Exit(exit_code_for(summary))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -15,6 +16,8 @@ class ResultRows:
     paths: relative to the input root, POSIX separators. sha256: 64 hex chars, "" when unreadable.
     status: (n,) int8 ``ImageStatus`` values. errors: "" when ok.
     probs: (n, 4) float32. labels: (n,) int8 argmax or -1. mask_fraction: (n,) float32 in [0, 1].
+    qc: the /qc columns by key (allbatch/qc/schema.py), n rows each; missing keys are written as
+    their failed-row fill value.
     """
 
     paths: list[str]
@@ -24,6 +27,7 @@ class ResultRows:
     probs: npt.NDArray[np.float32]
     labels: npt.NDArray[np.int8]
     mask_fraction: npt.NDArray[np.float32]
+    qc: dict[str, npt.NDArray[Any]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.paths)

@@ -13,6 +13,7 @@
 /pred/probs          float32 (N, 4)    attribute ``class_names``; NaN for failed images
 /pred/label          int8 (N,)         argmax, -1 for failed images
 /seg/mask_fraction   float32 (N,)      NaN for failed images
+/qc/...              quality control per image: see allbatch/qc/schema.py (absent in older files)
 ```
 
 Every row dataset is chunked along N (``CHUNK_ROWS`` rows). Two layouts share these names:
@@ -40,6 +41,7 @@ import numpy.typing as npt
 from h5py import h5d, h5p
 
 from allbatch.errors import ResultsFileError
+from allbatch.qc.schema import FLAGS, QC_COLUMNS, flags_bits_attr
 from allbatch.status import ImageStatus
 
 SCHEMA_VERSION = 1
@@ -85,6 +87,8 @@ class RowDataset:
     name: str
     dtype: Any
     row_shape: tuple[int, ...] = ()
+    required: bool = True
+    """False for datasets a reader may find absent (files written before they existed): /qc."""
 
     @property
     def is_vlen(self) -> bool:
@@ -101,6 +105,7 @@ def row_datasets(n_classes: int) -> tuple[RowDataset, ...]:
         RowDataset(PROBS, np.float32, (n_classes,)),
         RowDataset(LABEL, np.int8),
         RowDataset(MASK_FRACTION, np.float32),
+        *(RowDataset(c.name, c.dtype, c.row_shape, required=False) for c in QC_COLUMNS),
     )
 
 
@@ -136,6 +141,7 @@ def create_datasets(f: h5py.File, class_names: list[str], rows: int, *, working:
         f.create_dataset(spec.name, **options)
     f[STATUS].attrs["names"] = ImageStatus.names_attr()
     f[PROBS].attrs["class_names"] = class_names
+    f[FLAGS].attrs["bits"] = flags_bits_attr()
 
 
 def check_layout(f: h5py.File, where: str) -> int:
@@ -146,11 +152,11 @@ def check_layout(f: h5py.File, where: str) -> int:
     if version != SCHEMA_VERSION:
         raise ResultsFileError(f"{where} has results schema version {version}; this allbatch reads version {SCHEMA_VERSION}")
     class_names = decode_class_names(f.attrs["class_names"])
-    missing = [spec.name for spec in row_datasets(len(class_names)) if spec.name not in f]
+    missing = [spec.name for spec in row_datasets(len(class_names)) if spec.required and spec.name not in f]
     if missing:
         raise ResultsFileError(f"{where} is missing datasets {missing}; the file is damaged or not written by allbatch")
     n = int(f[N_COMMITTED][0])
-    short = [spec.name for spec in row_datasets(len(class_names)) if f[spec.name].shape[0] < n]
+    short = [spec.name for spec in row_datasets(len(class_names)) if spec.name in f and f[spec.name].shape[0] < n]
     if n < 0 or short:
         raise ResultsFileError(f"{where} claims {n} committed rows but {short or 'n_committed'} disagrees; the file is damaged")
     return n

@@ -74,6 +74,7 @@ import numpy.typing as npt
 
 from allbatch import CLASS_NAMES, __version__
 from allbatch.errors import ResultsFileError, UserInputError
+from allbatch.qc.schema import qc_columns
 from allbatch.results.rows import ResultRows
 from allbatch.results.schema import (
     CHUNK_ROWS,
@@ -213,6 +214,9 @@ def _copy_rows(source: h5py.File, dst: h5py.File, n: int, class_names: list[str]
     for start in range(0, n, COPY_BLOCK_ROWS):
         stop = min(n, start + COPY_BLOCK_ROWS)
         for spec in row_datasets(len(class_names)):
+            if spec.name not in source:  # a file written before the dataset existed: fill values
+                dst[spec.name][start:stop] = qc_columns({}, stop - start)[spec.name]
+                continue
             data = source[spec.name][start:stop]
             if spec.name == STATUS and superseded is not None:
                 data = np.where(superseded[start:stop], np.int8(ImageStatus.SUPERSEDED), data).astype(np.int8)
@@ -503,6 +507,7 @@ class ResultsWriter:
             PROBS: probs,
             LABEL: np.asarray(rows.labels, dtype=np.int8),
             MASK_FRACTION: np.asarray(rows.mask_fraction, dtype=np.float32),
+            **qc_columns(rows.qc, m),
         }
         lengths = {name: len(value) for name, value in columns.items()} | {"sha256": len(rows.sha256)}
         if set(lengths.values()) != {m} or probs.shape != (m, k):

@@ -62,6 +62,7 @@ def _register() -> None:
     from allbatch.cli.eval_cmd import eval_command
     from allbatch.cli.export_cmd import export_command
     from allbatch.cli.info_cmd import info_command
+    from allbatch.cli.report_cmd import report_command
     from allbatch.cli.run_cmd import run_command
 
     app.command("run")(run_command)
@@ -69,6 +70,7 @@ def _register() -> None:
     app.command("info")(info_command)
     app.command("bench")(bench_command)
     app.command("eval")(eval_command)
+    app.command("report")(report_command)
     app.add_typer(engine_app, name="engine")
 
 

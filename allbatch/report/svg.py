@@ -21,8 +21,7 @@ def bar_chart(counts: dict[str, int], width: int = 520, bar_height: int = 22) ->
         colour = PALETTE[i % len(PALETTE)]
         parts.append(f'<text x="0" y="{y + bar_height * 0.7:.1f}" font-size="13">{escape(name)}</text>')
         parts.append(f'<rect x="{label_width}" y="{y}" width="{count * scale:.1f}" height="{bar_height}" fill="{colour}"/>')
-        parts.append(
-            f'<text x="{label_width + count * scale + 6:.1f}" y="{y + bar_height * 0.7:.1f}" font-size="13">{count} ({share})</text>'
-        )
+        end = label_width + count * scale + 6
+        parts.append(f'<text x="{end:.1f}" y="{y + bar_height * 0.7:.1f}" font-size="13">{count} ({share})</text>')
     parts.append("</svg>")
     return "".join(parts)

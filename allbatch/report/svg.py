@@ -14,7 +14,7 @@ def bar_chart(counts: dict[str, int], width: int = 520, bar_height: int = 22) ->
     height = len(counts) * (bar_height + gap) + gap
     longest = max(counts.values(), default=0) or 1
     scale = (width - label_width - 120) / longest
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" aria-label="counts per class">']
+    parts = [f'<svg width="{width}" height="{height}" role="img" aria-label="counts per class">']
     for i, (name, count) in enumerate(counts.items()):
         y = gap + i * (bar_height + gap)
         share = f"{count / total:.1%}" if total else "-"

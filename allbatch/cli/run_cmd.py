@@ -14,6 +14,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from allbatch.errors import UserInputError
 from allbatch.pipeline import RunConfig, RunSummary, run
+from allbatch.summarize.groups import parse_group_by
+from allbatch.summarize.render import finish_run, groups_table
 
 DEMO_DIR = Path(__file__).resolve().parent.parent / "demo"
 """Eight development images (2 per class) shipped with the package; see demo/CITATION.md."""
@@ -56,9 +58,6 @@ def run_command(
         raise UserInputError(f"unknown --decoder {decoder!r} (auto, cpu, dali, dali-cpu)")
     if symlinks not in ("follow", "skip"):
         raise UserInputError(f"unknown --symlinks {symlinks!r} (follow, skip)")
-    from allbatch.summarize.groups import parse_group_by
-    from allbatch.summarize.render import finish_run, groups_table
-
     group_by = parse_group_by(group_by)
     config = RunConfig(
         source=DEMO_DIR if demo else Path(str(src)),

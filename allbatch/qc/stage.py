@@ -72,22 +72,31 @@ class QcStage:
             key -> (n_ok, ...) arrays, keys as ``allbatch.qc.schema.QC_COLUMNS``.
         """
         xp = array_module(inputs)
-        n = int(inputs.shape[0])
         measures: dict[str, Any] = {**input_measures(inputs, self.prep), **confidence_measures(xp.asarray(output.logits))}
+        return self.flag(measures, xp.asarray(output.features), xp.asarray(mask_fraction), xp.asarray(sizes))
+
+    def flag(self, measures: dict[str, Any], features: Any, mask_fraction: Any, sizes: Any) -> dict[str, Any]:
+        """Add the feature distance and the flags to ``measures`` (arrays of one module, n rows each).
+
+        Args:
+            measures: what ``input_measures`` and ``confidence_measures`` return.
+            features: (n, F) pooled features. mask_fraction: (n,) float32. sizes: (n, 2) (height, width), 0 unknown.
+        """
+        xp = array_module(features)
+        n = int(features.shape[0])
         distance = None
         device_stats = self._feature_stats(xp)
         if device_stats is not None and self.stats is not None and self.stats.features is not None:
             means, basis, variances = device_stats
-            distance = mahalanobis_distance(xp.asarray(output.features), means, basis, variances, self.stats.features.residual_variance)
-        sizes_x = xp.asarray(sizes)
-        scalars = scalar_measures(measures, xp.asarray(mask_fraction), sizes_x, distance)
-        if not bool((sizes_x > 0).all()):
+            distance = mahalanobis_distance(features, means, basis, variances, self.stats.features.residual_variance)
+        scalars = scalar_measures(measures, mask_fraction, sizes, distance)
+        if not bool((sizes > 0).all()):
             scalars.pop("min_side")  # a preparer that does not report sizes: no size check
         rules = self.stats.rules if self.stats is not None else ()
         return {
             **measures,
             "distance": distance if distance is not None else xp.full(n, xp.nan, dtype=xp.float32),
-            "size": sizes_x.astype(xp.int32),
+            "size": sizes.astype(xp.int32),
             "flags": apply_rules(scalars, rules, n, xp),
         }
 

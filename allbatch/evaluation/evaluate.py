@@ -144,11 +144,17 @@ def evaluate_table(table: ResultsTable, config: EvalConfig, results_path: str = 
         raise ResultsFileError(f"{results_path}: {int(bad.sum())} ok rows have no valid prediction (first: {first}); the file is damaged")
     log.debug("%s: %d evaluated, %d failed, %d unlabelled", results_path, int(labelled.sum()), len(failed), len(unlabelled))
     flags = table.flags[ok][labelled].astype(np.int64)
+    evaluated_paths = np.array(ok_paths, dtype=object)[labelled]
     reviewed = [
-        ReviewedImage(path, class_names[t], class_names[p], float(probs[i, p]), int(flags[i]), reason(int(flags[i])))
-        for i, (path, t, p) in enumerate(
-            zip(np.array(ok_paths, dtype=object)[labelled].tolist(), truth.tolist(), pred.tolist(), strict=True)
+        ReviewedImage(
+            str(evaluated_paths[i]),
+            class_names[truth[i]],
+            class_names[pred[i]],
+            float(probs[i, pred[i]]),
+            int(flags[i]),
+            reason(int(flags[i])),
         )
+        for i in np.flatnonzero((truth != pred) | (flags != 0)).tolist()
     ]
     return EvaluationResult(
         results_path=results_path,

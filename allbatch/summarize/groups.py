@@ -118,23 +118,32 @@ def summarize_groups(table: ResultsTable, group_by: str = "parent", rule: Verdic
     flagged = ok & (table.flags != 0)
     usable = ok & ~flagged
     out = GroupTable(group_by, rule, list(class_names))
-    for name in sorted(set(names.tolist()), key=natural_key):
-        rows = names == name
-        use = rows & usable
-        n_usable = int(use.sum())
-        votes = np.bincount(table.labels[use].astype(np.int64), minlength=k)[:k]
-        mean = table.probs[use].astype(np.float64).mean(axis=0) if n_usable else np.full(k, np.nan)
+    unique, inverse = np.unique(names.astype(str), return_inverse=True) if len(names) else (np.array([], dtype=str), np.zeros(0, int))
+    g = len(unique)
+
+    def per_group(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.int64]:
+        return np.bincount(inverse[mask], minlength=g).astype(np.int64)
+
+    images, n_ok, n_failed, n_flagged, n_usable = (per_group(m) for m in (np.ones(len(names), bool), ok, failed, flagged, usable))
+    labels = table.labels.astype(np.int64)
+    votes = np.zeros((g, k), dtype=np.int64)
+    np.add.at(votes, (inverse[usable], labels[usable]), 1)
+    sums = np.zeros((g, k), dtype=np.float64)
+    np.add.at(sums, inverse[usable], table.probs[usable].astype(np.float64))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = sums / n_usable[:, None]
+    for index in sorted(range(g), key=lambda i: natural_key(str(unique[i]))):
         out.groups.append(
             GroupSummary(
-                name=name,
-                images=int(rows.sum()),
-                ok=int((rows & ok).sum()),
-                failed=int((rows & failed).sum()),
-                flagged=int((rows & flagged).sum()),
-                usable=n_usable,
-                mean_probs=[float(v) for v in mean],
-                votes=[int(v) for v in votes],
-                verdict=verdict_for(votes, n_usable, rule, list(class_names)),
+                name=str(unique[index]),
+                images=int(images[index]),
+                ok=int(n_ok[index]),
+                failed=int(n_failed[index]),
+                flagged=int(n_flagged[index]),
+                usable=int(n_usable[index]),
+                mean_probs=[float(v) for v in means[index]],
+                votes=[int(v) for v in votes[index]],
+                verdict=verdict_for(votes[index], int(n_usable[index]), rule, list(class_names)),
             )
         )
     return out

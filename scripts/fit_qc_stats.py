@@ -41,7 +41,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="folder with <Class>/*.jpg development images")
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
-    parser.add_argument("--cache", type=Path, help="npz of the model outputs: read when it exists, else written")
+    parser.add_argument(
+        "--cache", type=Path, help="npz of the model outputs (allbatch.qc.collect.Collected): read when it exists, else written"
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the qc field's summary, do not write the manifest")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -72,6 +74,7 @@ def main() -> None:
         "split_rule": manifest.training.get("split_rule", ""),
         "model_sha256": artifact.sha256,
         "backend": "onnxruntime",
+        "training_part_images": len(part),  # n below is how many of them the statistics used
     }
     qc = fit_qc(collected, labels, len(CLASS_NAMES), fitted_on)
     print(f"fitted on {len(labels)} images in {time.perf_counter() - started:.0f} s")

@@ -29,14 +29,22 @@ DEFAULT_RULES: tuple[dict[str, Any], ...] = (
     {"flag": "colour", "measure": "colour_b", "above": "p99.9", "scale": 1.05},
     {"flag": "colour", "measure": "chroma", "below": "p0.1", "scale": 0.8},
     {"flag": "colour", "measure": "chroma", "above": "p99.9", "scale": 1.25},
+    {"flag": "colour", "measure": "red_minus_green", "below": "p0.1", "offset": -5.0},
+    {"flag": "colour", "measure": "red_minus_green", "above": "p99.9", "offset": 5.0},
+    {"flag": "colour", "measure": "blue_minus_green", "below": "p0.1", "offset": -10.0},
+    {"flag": "colour", "measure": "blue_minus_green", "above": "p99.9", "offset": 10.0},
+    {"flag": "segmentation", "measure": "mask_fraction", "below": "p0.1", "scale": 0.5},
     {"flag": "segmentation", "measure": "mask_fraction", "above": "p99.9", "scale": 1.5},
+    {"flag": "components", "measure": "components", "below": "p0.1", "scale": 0.5},
     {"flag": "components", "measure": "components", "above": "p99.9", "scale": 1.5},
     {"flag": "outlier", "measure": "distance", "above": "p99.9", "scale": 1.0},
     {"flag": "energy", "measure": "energy", "above": "p99.9", "scale": 1.0},
-    {"flag": "uncertain", "measure": "max_prob", "below": "p0.5", "scale": 1.0},
+    {"flag": "uncertain", "measure": "max_prob", "below": "p0.1", "scale": 1.0},
 )
-"""Which side of which training percentile fires which flag. Scales widen a range where the training
-images are homogeneous (one camera, one stain) so that ordinary variation between labs is not flagged."""
+"""Which side of which training percentile fires which flag. Scales (and offsets, for differences around
+zero) widen a range where the training images are homogeneous (one camera, one stain) so that ordinary
+variation between labs is not flagged. A segmented fraction or region count of 0 falls below half the
+training p0.1 (no blast-coloured pixel: no blast in the field, or a wrong stain)."""
 
 
 def scalar_measures(measures: dict[str, Any], mask_fraction: Any, sizes: Any, distance: Any | None = None) -> dict[str, Any]:
@@ -56,6 +64,10 @@ def scalar_measures(measures: dict[str, Any], mask_fraction: Any, sizes: Any, di
         "colour_g": colour[:, 1],
         "colour_b": colour[:, 2],
         "chroma": colour[:, 3],
+        # hue of the stain: smears are blue-violet on a pale background (G the lowest channel, R close to it);
+        # a wrong stain or a hue shift moves these differences first
+        "red_minus_green": colour[:, 0] - colour[:, 1],
+        "blue_minus_green": colour[:, 2] - colour[:, 1],
         "mask_fraction": mask_fraction,
         "components": measures["components"],
         "min_side": sizes.min(axis=1),
@@ -94,6 +106,35 @@ def fit_feature_stats(
     }
 
 
+def out_of_fold_distances(
+    features: npt.NDArray[np.float32],
+    labels: npt.NDArray[np.integer[Any]],
+    names: list[str],
+    num_classes: int,
+    k: int = DEFAULT_COMPONENTS,
+    folds: int = 5,
+    block: int = 25,
+) -> npt.NDArray[np.float32]:
+    """(N,) distance of each training image to statistics fitted without its fold.
+
+    In-sample distances are optimistic (the image helped place the means and directions), so their
+    percentiles would flag far too many new images. Folds are blocks of ``block`` consecutive images in
+    name order, so that near-duplicate re-captures (neighbouring numbers) stay in one fold.
+    """
+    order = np.argsort(np.array(names, dtype=object), kind="stable")
+    fold_of = np.empty(len(names), dtype=np.int64)
+    fold_of[order] = (np.arange(len(names)) // block) % folds
+    out = np.full(len(names), np.nan, dtype=np.float32)
+    for fold in range(folds):
+        held = fold_of == fold
+        if not held.any() or len(np.unique(labels[~held])) < num_classes:
+            continue
+        stats = fit_feature_stats(features[~held], labels[~held], num_classes, k)
+        basis16 = stats["basis"].astype(np.float16).astype(np.float32)
+        out[held] = mahalanobis_distance(features[held], stats["class_means"], basis16, stats["variances"], stats["residual_variance"])
+    return out
+
+
 def fit_qc(
     collected: Collected,
     labels: npt.NDArray[np.integer[Any]],
@@ -104,19 +145,23 @@ def fit_qc(
 ) -> dict[str, Any]:
     """The manifest ``qc`` field from the training images' outputs (``collected``) and true ``labels``."""
     stats = fit_feature_stats(collected.features, labels, num_classes, k)
-    basis16 = stats["basis"].astype(np.float16).astype(np.float32)  # what the manifest will hold
-    distance = mahalanobis_distance(collected.features, stats["class_means"], basis16, stats["variances"], stats["residual_variance"])
+    distance = out_of_fold_distances(collected.features, labels, collected.names, num_classes, k)
     scalars = scalar_measures(collected.measures, collected.mask_fraction, collected.sizes, distance)
     percentiles = {
         name: {
             percentile_key(q): float(v)
-            for q, v in zip(PERCENTILES, np.percentile(np.asarray(scalars[name], np.float64), PERCENTILES), strict=True)
+            for q, v in zip(PERCENTILES, np.nanpercentile(np.asarray(scalars[name], np.float64), PERCENTILES), strict=True)
         }
         for name in SCALAR_MEASURES
     }
     return {
         "format": QC_FORMAT,
-        "fitted_on": {**fitted_on, "n": len(labels), "pca_components": int(stats["basis"].shape[0])},
+        "fitted_on": {
+            **fitted_on,
+            "n": len(labels),
+            "pca_components": int(stats["basis"].shape[0]),
+            "distance_percentiles": "out of fold (5 folds of 25-image blocks)",
+        },
         "percentiles": percentiles,
         "rules": [dict(rule) for rule in rules],
         "features": {

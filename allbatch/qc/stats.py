@@ -5,7 +5,7 @@ qc = {
   "format": 1,
   "fitted_on": {...},                       # which images (training part of the block split), how many
   "percentiles": {measure: {"p0.1": x, ...}},  # per scalar measure, over the training images
-  "rules": [{"flag": "blurred", "measure": "blur", "below": "p0.5", "scale": 1.0}, ...],
+  "rules": [{"flag": "blurred", "measure": "blur", "below": "p0.1", "scale": 0.5, "offset": 0}, ...],
   "features": {"class_means": array, "basis": array, "variances": array, "residual_variance": x},
 }
 ```
@@ -13,7 +13,8 @@ An array is ``{"dtype", "shape", "base64"}`` (little-endian bytes): the basis is
 keeps the manifest under 1 MB for K = 64, F = 3,840 (a full 3,840 x 3,840 float32 covariance would be
 59 MB, more than the whole model). A threshold is a training percentile times ``scale``; the rules
 decide which side of it fires which flag, so a model's statistics and thresholds travel together and
-no threshold is a constant in code.
+no threshold is a constant in code. A threshold is ``percentile x scale + offset``; the offset widens ranges of
+measures that straddle zero (colour differences), where a scale would not.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ SCALAR_MEASURES = (
     "colour_g",
     "colour_b",
     "chroma",
+    "red_minus_green",
+    "blue_minus_green",
     "mask_fraction",
     "components",
     "min_side",
@@ -127,8 +130,10 @@ def parse_qc(qc: dict[str, Any], num_features: int, num_classes: int) -> QcStats
             if measure not in SCALAR_MEASURES or key not in percentiles.get(measure, {}):
                 raise ModelError(f"model manifest qc rule {entry} names an unknown measure or percentile")
             scale = float(entry.get("scale", 1.0))
-            source = key if scale == 1.0 else f"{key} x {scale:g}"
-            rules.append(Rule(QcFlag[entry["flag"].upper()], measure, side, percentiles[measure][key] * scale, source))
+            offset = float(entry.get("offset", 0.0))
+            source = key + (f" x {scale:g}" if scale != 1.0 else "") + (f" {offset:+g}" if offset else "")
+            threshold = percentiles[measure][key] * scale + offset
+            rules.append(Rule(QcFlag[entry["flag"].upper()], measure, side, threshold, source))
         features = None
         if "features" in qc:
             raw = qc["features"]

@@ -121,6 +121,7 @@ def out_of_fold_distances(
     percentiles would flag far too many new images. Folds are blocks of ``block`` consecutive images in
     name order, so that near-duplicate re-captures (neighbouring numbers) stay in one fold.
     """
+    block = max(1, min(block, len(names) // (2 * folds)))  # small sets (tests): still several blocks per fold
     order = np.argsort(np.array(names, dtype=object), kind="stable")
     fold_of = np.empty(len(names), dtype=np.int64)
     fold_of[order] = (np.arange(len(names)) // block) % folds
@@ -132,6 +133,8 @@ def out_of_fold_distances(
         stats = fit_feature_stats(features[~held], labels[~held], num_classes, k)
         basis16 = stats["basis"].astype(np.float16).astype(np.float32)
         out[held] = mahalanobis_distance(features[held], stats["class_means"], basis16, stats["variances"], stats["residual_variance"])
+    if np.isnan(out).all():
+        raise ValueError(f"{len(names)} training images are too few for out-of-fold feature statistics")
     return out
 
 

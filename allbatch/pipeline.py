@@ -28,6 +28,7 @@ from allbatch.discover import DiscoveredFile, SymlinkPolicy, discover
 from allbatch.errors import UserInputError
 from allbatch.manifest import ModelArtifact, load_model_artifact
 from allbatch.qc.stage import QcStage
+from allbatch.qc.stats import manifest_json_for_provenance
 from allbatch.read import read_encoded
 from allbatch.records import EncodedImage, PreparedBatch, Preparer
 from allbatch.results.rows import ResultRows
@@ -315,7 +316,7 @@ def _provenance(config: RunConfig, artifact: ModelArtifact, backend: Backend, de
         "symlinks": config.symlinks,
         "model_path": str(artifact.onnx_path),
         "model_sha256": artifact.sha256,
-        "model_manifest": manifest.to_json(),
+        "model_manifest": manifest_json_for_provenance(manifest),
         "preprocessing": manifest.preprocessing,
         "segmentation": manifest.segmentation,
         "library_versions": library_versions(),

@@ -110,6 +110,20 @@ class QcStats:
         ]
 
 
+def manifest_json_for_provenance(manifest: Any) -> str:
+    """The manifest as JSON for results.h5, with the qc feature arrays (about 0.9 MB of base64) replaced
+    by their sha256: every results file would otherwise carry them; rules and percentiles stay."""
+    import hashlib
+    import json
+
+    data = json.loads(manifest.to_json())
+    features = data.get("qc", {}).get("features")
+    if isinstance(features, dict):
+        digest = hashlib.sha256(json.dumps(features, sort_keys=True).encode()).hexdigest()
+        data["qc"]["features"] = {"omitted": "see the model manifest", "sha256": digest}
+    return json.dumps(data, indent=2, sort_keys=True)
+
+
 def parse_qc(qc: dict[str, Any], num_features: int, num_classes: int) -> QcStats | None:
     """The manifest's ``qc`` field -> QcStats; None when the field is empty (a model without statistics).
 
@@ -135,7 +149,7 @@ def parse_qc(qc: dict[str, Any], num_features: int, num_classes: int) -> QcStats
             threshold = percentiles[measure][key] * scale + offset
             rules.append(Rule(QcFlag[entry["flag"].upper()], measure, side, threshold, source))
         features = None
-        if "features" in qc:
+        if "features" in qc and "class_means" in qc["features"]:
             raw = qc["features"]
             features = FeatureStats(
                 decode_array(raw["class_means"]),

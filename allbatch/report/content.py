@@ -101,11 +101,11 @@ def _throughput(attrs: dict[str, Any], n_rows_file: int) -> str:
 
 
 def _manifest(attrs: dict[str, Any]) -> ModelManifest | None:
-    text = attrs.get("model_manifest")
-    if not isinstance(text, str):
+    value = attrs.get("model_manifest")
+    if not isinstance(value, str | dict):
         return None
     try:
-        return ModelManifest.from_json(text)
+        return ModelManifest.from_json(value if isinstance(value, str) else json.dumps(value))
     except (ValueError, TypeError):
         return None
 

@@ -24,6 +24,7 @@ from allbatch.discover import discover
 from allbatch.manifest import DEFAULT_MODEL, load_model_artifact, manifest_path_for
 from allbatch.qc.collect import Collected, collect
 from allbatch.qc.fit import fit_qc
+from allbatch.qc.stats import parse_qc
 
 
 def training_part(data: Path, val_files: list[str]) -> list[tuple[str, Path, int]]:
@@ -78,10 +79,8 @@ def main() -> None:
     }
     qc = fit_qc(collected, labels, len(CLASS_NAMES), fitted_on)
     print(f"fitted on {len(labels)} images in {time.perf_counter() - started:.0f} s")
-    for rule in qc["rules"]:
-        side = "below" if "below" in rule else "above"
-        value = qc["percentiles"][rule["measure"]][rule[side]] * rule.get("scale", 1.0)
-        print(f"  {rule['flag']:>13}: {rule['measure']} {side} {value:.4g} ({rule[side]} x {rule.get('scale', 1.0):g})")
+    for rule in parse_qc(qc, manifest.num_features, len(CLASS_NAMES)).describe() if qc else []:
+        print(f"  {rule['flag']:>13}: {rule['measure']} {rule['side']} {rule['threshold']:.4g} ({rule['source']})")
     if args.dry_run:
         return
     manifest_file = manifest_path_for(artifact.onnx_path)

@@ -20,7 +20,7 @@ DEFAULT_COMPONENTS = 64
 
 DEFAULT_RULES: tuple[dict[str, Any], ...] = (
     {"flag": "small", "measure": "min_side", "below": "p0.1", "scale": 0.5},
-    {"flag": "blurred", "measure": "blur", "below": "p0.1", "scale": 0.5},
+    {"flag": "blurred", "measure": "blur", "below": "p0.1", "scale": 0.75},
     {"flag": "colour", "measure": "colour_r", "below": "p0.1", "scale": 0.9},
     {"flag": "colour", "measure": "colour_r", "above": "p99.9", "scale": 1.05},
     {"flag": "colour", "measure": "colour_g", "below": "p0.1", "scale": 0.9},
@@ -39,7 +39,7 @@ DEFAULT_RULES: tuple[dict[str, Any], ...] = (
     {"flag": "components", "measure": "components", "above": "p99.9", "scale": 1.5},
     {"flag": "outlier", "measure": "distance", "above": "p99.9", "scale": 1.0},
     {"flag": "energy", "measure": "energy", "above": "p99.9", "scale": 1.0},
-    {"flag": "uncertain", "measure": "max_prob", "below": "p0.1", "scale": 1.0},
+    {"flag": "uncertain", "measure": "max_prob", "below": "p1", "scale": 1.1},
 )
 """Which side of which training percentile fires which flag. Scales (and offsets, for differences around
 zero) widen a range where the training images are homogeneous (one camera, one stain) so that ordinary

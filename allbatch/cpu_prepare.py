@@ -85,7 +85,7 @@ class PillowPreparer:
         self.budget = PixelBudget(pixel_budget)
         self._pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="allbatch-decode")
 
-    def _prepare(self, image: EncodedImage) -> tuple[npt.NDArray[np.float32], float] | None:
+    def _prepare(self, image: EncodedImage) -> tuple[npt.NDArray[np.float32], float, tuple[int, int]] | None:
         if image.data is None or image.status != ImageStatus.OK:
             return None
         pixels = 0
@@ -93,7 +93,8 @@ class PillowPreparer:
             header = read_header(image.data, self.max_pixels)  # header only: what the budget must hold
             pixels = header.width * header.height
             with self.budget.hold(pixels):
-                return prepare_one(image.data, self.prep, self.seg, self.max_pixels)
+                prepared = prepare_bytes(image.data, self.prep, self.seg, self.max_pixels)
+            return prepared.inputs, prepared.mask_fraction, prepared.size
         except DecodeFailure as failure:
             image.status = failure.status
             image.error = str(failure)
@@ -109,7 +110,8 @@ class PillowPreparer:
         size = self.prep.size
         inputs = np.stack(pairs) if pairs else np.zeros((0, 2, 3, size, size), dtype=np.float32)
         fractions = np.array([np.nan if result is None else result[1] for result in results], dtype=np.float32)
-        return PreparedBatch(images=images, inputs=inputs, mask_fraction=fractions)
+        sizes = np.array([(0, 0) if result is None else result[2] for result in results], dtype=np.int32).reshape(-1, 2)
+        return PreparedBatch(images=images, inputs=inputs, mask_fraction=fractions, sizes=sizes)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

@@ -57,6 +57,8 @@ class ModelManifest:
     training: dict[str, Any] = field(default_factory=dict)
     validation: dict[str, Any] = field(default_factory=dict)
     format_version: int = MANIFEST_FORMAT
+    qc: dict[str, Any] = field(default_factory=dict)
+    """Quality-control statistics of the training images (allbatch/qc/stats.py); {} when not fitted."""
 
     @property
     def prep(self) -> Preprocessing:

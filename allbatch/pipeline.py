@@ -30,6 +30,8 @@ from allbatch.executors.shard import DiscoveryRecord, Shard, select
 from allbatch.manifest import ModelArtifact, load_model_artifact
 from allbatch.model_fit import check_model_fits
 from allbatch.pathtext import fs_to_text
+from allbatch.qc.stage import QcStage
+from allbatch.qc.stats import manifest_json_for_provenance
 from allbatch.read import file_stat, read_encoded
 from allbatch.records import UNKNOWN_STAT, EncodedImage, FileStat, PreparedBatch, Preparer
 from allbatch.results.preflight import check_output
@@ -165,7 +167,12 @@ def slice_batch(batch: PreparedBatch, start: int, stop: int) -> PreparedBatch:
     ok = batch.ok_positions
     first = sum(1 for i in ok if i < start)
     last = sum(1 for i in ok if i < stop)
-    return PreparedBatch(images=batch.images[start:stop], inputs=batch.inputs[first:last], mask_fraction=batch.mask_fraction[start:stop])
+    return PreparedBatch(
+        images=batch.images[start:stop],
+        inputs=batch.inputs[first:last],
+        mask_fraction=batch.mask_fraction[start:stop],
+        sizes=None if batch.sizes is None else batch.sizes[start:stop],
+    )
 
 
 class BackendInfo(Protocol):
@@ -246,10 +253,10 @@ def shard_compat(record: DiscoveryRecord) -> dict[str, str]:
     return {"shard": json.dumps({"shard": record.shard, "total": record.total, "sha256": record.sha256}, sort_keys=True)}
 
 
-def rows_for(batch: PreparedBatch, output: InferenceOutput) -> ResultRows:
+def rows_for(batch: PreparedBatch, output: InferenceOutput, qc: dict[str, Any] | None = None) -> ResultRows:
     """The results rows of one prepared batch: the backend's output for its n_ok decoded images spread over
-    its n images (NaN probabilities and label -1 for failures); each row keyed by its image's index in the
-    discovered order."""
+    its n images (NaN probabilities and label -1 for failures), with the qc stage's columns (n rows); each
+    row keyed by its image's index in the discovered order."""
     probs = output.probs
     n = len(batch.images)
     all_probs = np.full((n, len(CLASS_NAMES)), np.nan, dtype=np.float32)
@@ -271,6 +278,7 @@ def rows_for(batch: PreparedBatch, output: InferenceOutput) -> ResultRows:
             dtype=np.int64,
         ).reshape(n, 3),
         index=np.array([image.index for image in batch.images], dtype=np.int64),
+        qc=qc or {},
     )
 
 
@@ -398,7 +406,8 @@ def run(config: RunConfig, progress: ProgressCallback | None = None, stop: threa
             preparer = make_preparer(decoder, artifact, config)
             background = BackgroundWriter(writer)
             producer = _Producer(files, committed, preparer, config.batch_size, first_index=record.start)
-            consumer = _Consumer(producer, backend, background, summary, progress, stop, config, started)
+            qc_stage = QcStage(artifact.manifest)
+            consumer = _Consumer(producer, backend, background, summary, progress, stop, config, started, qc_stage)
             try:
                 producer.start()
                 consumer.run()
@@ -444,8 +453,10 @@ class _Consumer:
         stop: threading.Event,
         config: RunConfig,
         started: float,
+        qc_stage: QcStage | None = None,
     ) -> None:
         self.producer = producer
+        self.qc_stage = qc_stage
         self.backend = backend
         self.background = background
         self.summary = summary
@@ -497,7 +508,8 @@ class _Consumer:
             self.seconds_per_image = (time.perf_counter() - began) / n_ok
         else:
             output = InferenceOutput.empty(len(CLASS_NAMES), 0)
-        rows = rows_for(chunk, output)
+        qc = self.qc_stage(chunk, output) if self.qc_stage is not None else None  # measures and flags; never changes output
+        rows = rows_for(chunk, output, qc)
         self.background.submit(rows)
         summary = self.summary
         summary.processed += len(chunk.images)
@@ -529,7 +541,7 @@ def _provenance(config: RunConfig, artifact: ModelArtifact, backend: BackendInfo
         "symlinks": config.symlinks,
         "model_path": fs_to_text(str(artifact.onnx_path)),
         "model_sha256": artifact.sha256,
-        "model_manifest": manifest.to_json(),
+        "model_manifest": manifest_json_for_provenance(manifest),
         "preprocessing": manifest.preprocessing,
         "segmentation": manifest.segmentation,
         "library_versions": library_versions(),

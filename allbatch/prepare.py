@@ -33,10 +33,12 @@ class PreparedImage:
 
     inputs: (2, 3, S, S) float32, host memory: the original then its segmentation, normalised.
     mask_fraction: fraction of segmented pixels at the (changed) original's native resolution.
+    size: the decoded original's native (height, width), before any change (quality control checks it).
     """
 
     inputs: npt.NDArray[np.float32]
     mask_fraction: float
+    size: tuple[int, int] = (0, 0)
 
 
 def read_rgb(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> npt.NDArray[np.uint8]:
@@ -63,7 +65,7 @@ def prepare_rgb(
         original = np.ascontiguousarray(change(original))
     segmented, mask = segment(original, seg)
     inputs = normalise_pair(resize_rgb(original, prep.size), resize_rgb(segmented, prep.size), prep)
-    return PreparedImage(inputs=inputs, mask_fraction=float(mask.mean()))
+    return PreparedImage(inputs=inputs, mask_fraction=float(mask.mean()), size=(int(rgb.shape[0]), int(rgb.shape[1])))
 
 
 def prepare_bytes(

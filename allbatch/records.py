@@ -60,11 +60,14 @@ class PreparedBatch:
     inputs: (n_ok, 2, 3, S, S) float32 model input for the images whose status is OK, in order;
         a NumPy array on the CPU path, a CuPy array on the GPU path.
     mask_fraction: (n,) float32 segmented fraction at native resolution, NaN for failed images.
+    sizes: (n, 2) int32 native (height, width) after decoding, 0 for failed images; None when the
+        preparer does not report them (quality control then skips the size check).
     """
 
     images: list[EncodedImage]
     inputs: Any
     mask_fraction: npt.NDArray[np.float32]
+    sizes: npt.NDArray[np.int32] | None = None
 
     @property
     def ok_positions(self) -> list[int]:

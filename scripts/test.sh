@@ -13,6 +13,11 @@ pip install -q --upgrade pip 2>&1 | grep -v "Location" || true
 # several GB of CUDA packages. On a GPU machine with torch preinstalled this is already satisfied.
 "$VENV/bin/python" -c "import torch" 2>/dev/null || pip install -q torch==2.13.0 2>&1 | grep -v "Location" || true
 pip install -q -e ".[train,dev,ray]" nvidia-dali-cuda130 2>&1 | grep -v "Location" || true
+# Headless Chromium for the report's screenshot test (Debian's package); the test skips with its reason where
+# neither chromium is installed nor apt-get can install it.
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || echo "chromium not installed: the screenshot test will skip"
+fi
 # TensorRT type stubs (patched) for mypy, once the TensorRT backend is in the tree
 if [ -f scripts/install_tensorrt_stubs.sh ]; then VENV="$VENV" bash scripts/install_tensorrt_stubs.sh; fi
 echo "== ruff"

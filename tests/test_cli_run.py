@@ -9,10 +9,12 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from allbatch import CLASS_NAMES
 from allbatch.cli import app as cli_app
 from allbatch.cli import run_cmd
 from allbatch.errors import UserInputError
 from allbatch.pipeline import RunConfig, RunSummary
+from allbatch.summarize.groups import GroupTable, VerdictRule
 
 runner = CliRunner()
 
@@ -27,6 +29,8 @@ def captured(monkeypatch: pytest.MonkeyPatch) -> list[RunConfig]:
         return RunSummary(str(config.output), 3, 3, 0, 2, 1, 1.0, "onnxruntime", "cpu", "cpu", failed, class_counts={"Benign": 1, "Pro": 1})
 
     monkeypatch.setattr(run_cmd, "run", fake_run)
+    # the fake run writes no results file, so there is nothing to summarise per folder
+    monkeypatch.setattr(run_cmd, "finish_run", lambda output, group_by: GroupTable(group_by, VerdictRule(), list(CLASS_NAMES)))
     cli_app._register()
     return calls
 

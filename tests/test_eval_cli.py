@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from allbatch.cli import app as cli_app
 from allbatch.errors import ResultsFileError, UserInputError
+from allbatch.qc.flags import QcFlag
 from allbatch.results.rows import ResultRows
 from allbatch.results.writer import ResultsWriter
 from allbatch.status import ImageStatus
@@ -35,6 +36,7 @@ FIRST_RUN = [
     ("Unsorted/u1.jpg", [0.10, 0.10, 0.10, 0.70], OK),  # no class for this folder
     ("Benign/bad.jpg", NAN4, BAD),  # failed in the run
 ]
+FLAGGED = {"Early/e1.jpg", "[Malignant] Pre-B/p2.jpg"}  # quality flags: one right, one wrong prediction
 SECOND_RUN = [("Pro/changed.jpg", [0.10, 0.10, 0.10, 0.70], OK)]  # Pro -> Pro, 0.90
 
 
@@ -49,6 +51,7 @@ def _rows(spec: list[tuple[str, list[float], ImageStatus]]) -> ResultRows:
         probs=probs,
         labels=np.where(failed, -1, np.nan_to_num(probs).argmax(axis=1)).astype(np.int8),
         mask_fraction=np.where(failed, np.nan, 0.1).astype(np.float32),
+        qc={"flags": np.array([int(QcFlag.BLURRED) if path in FLAGGED else 0 for path, _, _ in spec], dtype=np.uint16)},
     )
 
 
@@ -73,7 +76,15 @@ def test_json_has_the_hand_computed_numbers_and_a_png_is_written(results_file: P
     result = invoke(str(results_file), "--json", str(out))
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
-    assert data["counts"] == {"rows": 10, "evaluated": 8, "failed": 1, "unlabelled": 1}
+    assert data["counts"] == {"rows": 10, "evaluated": 8, "failed": 1, "unlabelled": 1, "misclassified": 3, "flagged": 2}
+    wrong = [(m["path"], m["truth"], m["predicted"], m["reason"]) for m in data["misclassified"]]
+    assert wrong == [
+        ("Benign/b2.jpg", "Benign", "Early", "ok"),
+        ("Early/e2.jpg", "Early", "Benign", "ok"),
+        ("[Malignant] Pre-B/p2.jpg", "Pre", "Pro", "blurred"),
+    ]
+    assert data["misclassified"][0]["confidence"] == pytest.approx(0.60)
+    assert [(m["path"], m["flags"]) for m in data["flagged"]] == [("Early/e1.jpg", 1), ("[Malignant] Pre-B/p2.jpg", 1)]
     assert data["confusion"]["matrix"] == [[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 1], [0, 0, 0, 2]]
     assert data["accuracy"] == pytest.approx(5 / 8)
     benign, pro = data["per_class"]["Benign"], data["per_class"]["Pro"]

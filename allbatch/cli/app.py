@@ -82,6 +82,7 @@ def _register() -> None:
     from allbatch.cli.export_cmd import export_command
     from allbatch.cli.info_cmd import info_command
     from allbatch.cli.merge_cmd import merge_command
+    from allbatch.cli.report_cmd import report_command
     from allbatch.cli.run_cmd import run_command
 
     app.command("run")(run_command)
@@ -90,6 +91,7 @@ def _register() -> None:
     app.command("info")(info_command)
     app.command("bench")(bench_command)
     app.command("eval")(eval_command)
+    app.command("report")(report_command)
     app.add_typer(engine_app, name="engine")
 
 

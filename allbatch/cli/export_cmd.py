@@ -1,4 +1,4 @@
-"""``allbatch export results.h5 --csv out.csv``: one table row per image for spreadsheet users."""
+"""``allbatch export results.h5 --csv out.csv [--groups folders.csv]``: tables for spreadsheet users."""
 
 from __future__ import annotations
 
@@ -13,21 +13,34 @@ from allbatch.errors import UserInputError
 
 def export_command(
     results: Annotated[Path, typer.Argument(help="A results.h5 written by allbatch run.")],
-    csv: Annotated[Path, typer.Option("--csv", help="CSV file to write.")],
-    force: Annotated[bool, typer.Option("--force", "--overwrite", help="Replace the CSV file if it exists.")] = False,
+    csv: Annotated[Path | None, typer.Option("--csv", help="CSV file to write: one row per image.")] = None,
+    groups: Annotated[Path | None, typer.Option("--groups", help="CSV file to write: one row per folder, with its verdict.")] = None,
+    group_by: Annotated[str, typer.Option("--group-by", help="Folders for --groups: 'parent' or the first N folders.")] = "parent",
+    force: Annotated[bool, typer.Option("--force", "--overwrite", help="Replace the CSV files if they exist.")] = False,
 ) -> None:
-    """Write the committed rows of RESULTS as CSV (superseded rows left out)."""
-    from allbatch.results.csv_export import export_csv
+    """Write the committed rows of RESULTS as CSV (superseded rows left out), and/or the per-folder verdicts."""
+    from allbatch.results.csv_export import export_csv, export_groups_csv
     from allbatch.results.reader import incomplete_run_warning
+    from allbatch.summarize.groups import parse_group_by
 
+    if csv is None and groups is None:
+        raise UserInputError("give --csv PATH, --groups PATH or both")
+    group_by = parse_group_by(group_by)
     if not results.is_file():
         raise UserInputError(f"results file not found: {results}")
-    if csv.is_dir():
-        raise UserInputError(f"--csv {csv} is a folder; name a file, e.g. {csv / 'results.csv'}")
-    if csv.exists() and not force:
-        raise UserInputError(f"{csv} already exists; pass --force to replace it")
+    for target in (csv, groups):
+        if target is None:
+            continue
+        if target.is_dir():
+            raise UserInputError(f"{target} is a folder; name a file, e.g. {target / 'results.csv'}")
+        if target.exists() and not force:
+            raise UserInputError(f"{target} already exists; pass --force to replace it")
     warning = incomplete_run_warning(results)
     if warning:
         print_warning(warning)
-    n = export_csv(results, csv)
-    typer.echo(f"{n} rows -> {csv}")
+    if csv is not None:
+        n = export_csv(results, csv)
+        typer.echo(f"{n} rows -> {csv}")
+    if groups is not None:
+        n = export_groups_csv(results, groups, group_by)
+        typer.echo(f"{n} folders -> {groups}")

@@ -17,6 +17,8 @@ from allbatch.cli.stop_signals import stop_on_signals
 from allbatch.errors import UserInputError
 from allbatch.executors.shard import parse_shard
 from allbatch.pipeline import RunConfig, RunSummary, run
+from allbatch.summarize.groups import parse_group_by
+from allbatch.summarize.render import finish_run, groups_table
 
 DEMO_DIR = Path(__file__).resolve().parent.parent / "demo"
 """Eight development images (2 per class) shipped with the package; see demo/CITATION.md."""
@@ -64,6 +66,9 @@ def run_command(
     demo: Annotated[bool, typer.Option("--demo", help="Run on the 8 images shipped with allbatch instead of SRC.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary line.")] = False,
     json_summary: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
+    group_by: Annotated[
+        str, typer.Option("--group-by", help="Folder verdicts per 'parent' folder (a slide or patient) or per first N folders.")
+    ] = "parent",
 ) -> None:
     """Classify every image under SRC into results.h5 (class, probabilities, segmentation, provenance)."""
     if resume and overwrite:
@@ -82,6 +87,7 @@ def run_command(
         raise UserInputError(f"unknown --executor {executor!r} (local, ray)")
     if executor == "ray" and (shard is not None or gpus is not None):
         raise UserInputError("--executor ray takes the cluster's GPUs (one per actor) and writes every row: no --gpus or --shard")
+    group_by = parse_group_by(group_by)
     config = RunConfig(
         source=DEMO_DIR if demo else Path(str(src)),
         output=out,
@@ -109,6 +115,9 @@ def run_command(
 
             slots = cpu_slots(workers) if workers is not None else gpu_slots(str(gpus))
             summary = run_local(config, slots, on_progress, stop.event)
+    groups = None if summary.interrupted else finish_run(config.output, group_by)  # an interrupted run is not finished
+    if groups is not None:
+        console.print(groups_table(groups))
     for path, status, error in summary.failed_examples:
         console.print(Text.assemble((status, "yellow"), f" {printable(path)}: {printable(error)}"))
     if summary.failed > len(summary.failed_examples):
@@ -116,7 +125,8 @@ def run_command(
     for line in summary_lines(summary):
         console.print(Text(line))
     if json_summary:
-        typer.echo(json.dumps(summary.to_dict(), indent=2))
+        verdicts = groups.verdict_counts() if groups is not None else {}
+        typer.echo(json.dumps({**summary.to_dict(), "verdicts": verdicts}, indent=2))
     if summary.interrupted:
         kept = (
             f"{summary.processed} images of this run are committed in {summary.output}" if summary.processed else "nothing new was written"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,7 @@ from allbatch import CLASS_NAMES
 from allbatch.errors import ResultsFileError, UserInputError
 from allbatch.evaluation.labels import assign_labels, parse_class_map
 from allbatch.evaluation.metrics import MulticlassMetrics, ScreeningMetrics, multiclass_metrics, screening_metrics
+from allbatch.qc.flags import reason
 from allbatch.results.reader import ResultsTable, read_results
 from allbatch.status import ImageStatus
 
@@ -47,6 +48,22 @@ class FailedImage:
     error: str
 
 
+@dataclass(frozen=True)
+class ReviewedImage:
+    """An evaluated image worth a look: misclassified and/or flagged by quality control.
+
+    truth, predicted: class names. confidence: probability of the predicted class. flags: /qc/flags
+    bits; reason: the one-word reason ("ok" when unflagged).
+    """
+
+    path: str
+    truth: str
+    predicted: str
+    confidence: float
+    flags: int
+    reason: str
+
+
 @dataclass
 class EvaluationResult:
     """Everything ``allbatch eval`` reports.
@@ -68,6 +85,10 @@ class EvaluationResult:
     folder_counts: dict[str, int]
     multiclass: MulticlassMetrics
     screening: ScreeningMetrics
+    misclassified: list[ReviewedImage] = field(default_factory=list)
+    """Evaluated images whose prediction differs from the folder's class, in file order."""
+    flagged: list[ReviewedImage] = field(default_factory=list)
+    """Evaluated images with a quality flag, in file order (they still count in the metrics)."""
 
     @property
     def notes(self) -> list[str]:
@@ -122,6 +143,19 @@ def evaluate_table(table: ResultsTable, config: EvalConfig, results_path: str = 
         first = next(p for p, b in zip(np.array(ok_paths, dtype=object)[labelled], bad.tolist(), strict=True) if b)
         raise ResultsFileError(f"{results_path}: {int(bad.sum())} ok rows have no valid prediction (first: {first}); the file is damaged")
     log.debug("%s: %d evaluated, %d failed, %d unlabelled", results_path, int(labelled.sum()), len(failed), len(unlabelled))
+    flags = table.flags[ok][labelled].astype(np.int64)
+    evaluated_paths = np.array(ok_paths, dtype=object)[labelled]
+    reviewed = [
+        ReviewedImage(
+            str(evaluated_paths[i]),
+            class_names[truth[i]],
+            class_names[pred[i]],
+            float(probs[i, pred[i]]),
+            int(flags[i]),
+            reason(int(flags[i])),
+        )
+        for i in np.flatnonzero((truth != pred) | (flags != 0)).tolist()
+    ]
     return EvaluationResult(
         results_path=results_path,
         class_names=class_names,
@@ -135,6 +169,8 @@ def evaluate_table(table: ResultsTable, config: EvalConfig, results_path: str = 
         folder_counts=dict(Counter(labels.folders)),
         multiclass=multiclass_metrics(truth, pred, class_names),
         screening=screening_metrics(truth, probs, class_names, negative_class=config.negative_class, threshold=config.threshold),
+        misclassified=[image for image in reviewed if image.truth != image.predicted],
+        flagged=[image for image in reviewed if image.flags],
     )
 
 

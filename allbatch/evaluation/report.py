@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from allbatch.errors import AllbatchError, UserInputError
-from allbatch.evaluation.evaluate import EvaluationResult
+from allbatch.evaluation.evaluate import EvaluationResult, ReviewedImage
 from allbatch.safe_text import printable
 
 MAX_LISTED = 10
@@ -86,6 +86,23 @@ def _listing(title: str, lines: list[str], total: int) -> Text:
 def render_report(result: EvaluationResult) -> Group:
     """Metrics table, confusion table, then failed and unlabelled images and notes, for a rich Console."""
     parts: list[Any] = [metrics_table(result), confusion_table(result)]
+    if result.misclassified:
+        parts.append(
+            _listing(
+                f"{_images(len(result.misclassified))} misclassified (truth -> predicted, confidence, quality):",
+                [f"{m.truth} -> {m.predicted}  {m.confidence:.2f}  {m.reason}  {m.path}" for m in result.misclassified],
+                len(result.misclassified),
+            )
+        )
+    if result.flagged:
+        wrong = sum(1 for m in result.flagged if m.truth != m.predicted)
+        parts.append(
+            _listing(
+                f"{_images(len(result.flagged))} flagged by quality control ({wrong} of them misclassified):",
+                [f"{m.reason:>12}  {m.truth} -> {m.predicted}  {m.confidence:.2f}  {m.path}" for m in result.flagged],
+                len(result.flagged),
+            )
+        )
     if result.failed:
         parts.append(
             _listing(
@@ -114,6 +131,17 @@ def _num(value: float) -> float | None:
     return None if math.isnan(value) else float(value)
 
 
+def _reviewed(image: ReviewedImage) -> dict[str, Any]:
+    return {
+        "path": image.path,
+        "truth": image.truth,
+        "predicted": image.predicted,
+        "confidence": _num(image.confidence),
+        "flags": image.flags,
+        "reason": image.reason,
+    }
+
+
 def to_json(result: EvaluationResult) -> dict[str, Any]:
     """The whole evaluation as a JSON-serialisable dict (undefined ratios are null)."""
     mc, sc = result.multiclass, result.screening
@@ -125,6 +153,8 @@ def to_json(result: EvaluationResult) -> dict[str, Any]:
             "evaluated": mc.n,
             "failed": len(result.failed),
             "unlabelled": len(result.unlabelled),
+            "misclassified": len(result.misclassified),
+            "flagged": len(result.flagged),
         },
         "accuracy": _num(mc.accuracy),
         "confusion": {"rows": "truth", "columns": "predicted", "matrix": mc.confusion.tolist()},
@@ -169,6 +199,8 @@ def to_json(result: EvaluationResult) -> dict[str, Any]:
             name: {"class": result.folder_classes.get(name), "images": count} for name, count in sorted(result.folder_counts.items())
         },
         "failed": [{"path": f.path, "status": f.status, "error": f.error} for f in result.failed],
+        "misclassified": [_reviewed(m) for m in result.misclassified],
+        "flagged": [_reviewed(m) for m in result.flagged],
         "unlabelled": {"folders": dict(sorted(result.unlabelled_folders.items())), "paths": list(result.unlabelled)},
         "notes": result.notes,
     }

@@ -40,6 +40,7 @@ from allbatch.discover import DiscoveredFile, discover
 from allbatch.errors import AllbatchError, BackendUnavailableError, UserInputError
 from allbatch.executors.shard import select
 from allbatch.pipeline import ProgressCallback, RunConfig, RunProgress, RunSummary, _provenance, compat_key, make_preparer, rows_for
+from allbatch.qc.stage import QcStage
 from allbatch.read import read_encoded
 from allbatch.records import EncodedImage, PreparedBatch
 from allbatch.results.resume import plan
@@ -112,6 +113,7 @@ class RowsActor:
         # (ActorPoolMapOperator drops the UDF), and a killed actor's process takes its resources along.
         self._backend = create_backend(backend, artifact, max_batch=config.batch_size).__enter__()
         self._preparer = make_preparer(decoder, artifact, config)
+        self._qc = QcStage(artifact.manifest)
 
     def __del__(self) -> None:
         if hasattr(self, "_preparer"):  # absent when __init__ failed part-way
@@ -137,7 +139,7 @@ class RowsActor:
             prepared = self._preparer.prepare(todo)
             n_ok = len(prepared.ok_positions)
             output = self._backend.infer(prepared.inputs) if n_ok else InferenceOutput.empty(len(CLASS_NAMES), 0)
-            parts.append((rows_for(prepared, output), False))
+            parts.append((rows_for(prepared, output, self._qc(prepared, output)), False))
         if skipped:
             empty = PreparedBatch(skipped, None, np.full(len(skipped), np.nan, dtype=np.float32))
             parts.append((rows_for(empty, InferenceOutput.empty(len(CLASS_NAMES), 0)), True))

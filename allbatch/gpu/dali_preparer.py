@@ -184,14 +184,16 @@ class DaliPreparer:
         """
         parts = self._decode(images, self._candidates(images))
         fractions = np.full(len(images), np.nan, dtype=np.float32)
+        sizes = np.zeros((len(images), 2), dtype=np.int32)
         for part in parts:
             fractions[part.positions] = part.graph.mask_fraction[part.rows].astype(np.float32)
+            sizes[part.positions] = part.graph.shapes[part.rows, :2].astype(np.int32)
         assembled = [p.positions for p in parts]
         ok = [i for i, image in enumerate(images) if image.status == ImageStatus.OK]
         if [p for positions in assembled for p in positions] != ok:
             raise RuntimeError("internal error: DALI rows do not match the images marked ok")
         inputs = self._assemble_gpu(parts, len(ok)) if self.device == "gpu" else self._assemble_cpu(parts)
-        return PreparedBatch(images=images, inputs=inputs, mask_fraction=fractions)
+        return PreparedBatch(images=images, inputs=inputs, mask_fraction=fractions, sizes=sizes)
 
     def _assemble_cpu(self, parts: list[_Part]) -> Any:
         size = self.prep.size

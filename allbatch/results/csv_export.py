@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 from allbatch.errors import UserInputError
+from allbatch.qc.flags import reason
 from allbatch.results.reader import read_results
 from allbatch.status import ImageStatus
 
@@ -28,17 +29,29 @@ def _number(value: float) -> str:
 def export_csv(results: Path, out: Path) -> int:
     """Write ``out`` (UTF-8, header line first) from ``results``; return the number of data rows.
 
-    Columns: path, sha256, status (name, e.g. ``ok``), error, label (class name, "" for a failed
-    image), p_<Class> for each class, mask_fraction. Superseded rows and rows past n_committed are
-    left out. Text cells (file names and errors included) go through ``neutralise``, so a file named
-    ``=HYPERLINK(...).jpg`` appears as ``'=HYPERLINK(...).jpg``. ResultsFileError for a file that is not
-    a results file.
+    Columns: path, sha256, status (name, e.g. ``ok``), error, predicted (class name, "" for a failed
+    image), confidence (its probability), flags (the /qc/flags bits as an integer), reason (one word:
+    "ok", the first quality flag, or "failed"), p_<Class> for each class, mask_fraction. Superseded rows
+    and rows past n_committed are left out. Text cells (file names and errors included) go through
+    ``neutralise``, so a file named ``=HYPERLINK(...).jpg`` appears as ``'=HYPERLINK(...).jpg``.
+    ResultsFileError for a file that is not a results file.
     """
     table = read_results(Path(results))
     out = Path(out)
     if out.is_dir():
         raise UserInputError(f"--csv {out} is a folder")
-    header = ["path", "sha256", "status", "error", "label", *[f"p_{name}" for name in table.class_names], "mask_fraction"]
+    header = [
+        "path",
+        "sha256",
+        "status",
+        "error",
+        "predicted",
+        "confidence",
+        "flags",
+        "reason",
+        *[f"p_{name}" for name in table.class_names],
+        "mask_fraction",
+    ]
     with out.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
@@ -51,8 +64,30 @@ def export_csv(results: Path, out: Path) -> int:
                     ImageStatus(int(table.status[i])).name.lower(),
                     neutralise(str(table.errors[i])),
                     neutralise(table.class_names[label]) if label >= 0 else "",
+                    _number(float(table.probs[i, label])) if label >= 0 else "",
+                    int(table.flags[i]),
+                    neutralise(reason(int(table.flags[i]))) if label >= 0 else "failed",
                     *[_number(float(p)) for p in table.probs[i]],
                     _number(float(table.mask_fraction[i])),
                 ]
             )
     return len(table)
+
+
+def export_groups_csv(results: Path, out: Path, group_by: str = "parent") -> int:
+    """Write the per-folder verdicts of ``results`` (allbatch/summarize/groups.py) as CSV; return the folder count.
+
+    Columns: folder, images, ok, failed, flagged, usable, mean_p_<Class>, votes_<Class>, share_<Class>, verdict.
+    """
+    from allbatch.summarize.groups import groups_as_rows, summarize_groups
+
+    out = Path(out)
+    if out.is_dir():
+        raise UserInputError(f"--groups {out} is a folder")
+    header, rows = groups_as_rows(summarize_groups(read_results(Path(results)), group_by))
+    with out.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        for row in rows:
+            writer.writerow([_number(v) if isinstance(v, float) else v for v in row])
+    return len(rows)

@@ -11,6 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from allbatch.errors import ResultsFileError
+from allbatch.qc.schema import QC_COLUMNS, empty_qc
 from allbatch.results.schema import (
     CHUNK_ROWS,
     ERROR,
@@ -41,6 +42,7 @@ class ResultsTable:
     by an interrupted run reads as SUPERSEDED. probs: (n, k) float32, NaN for failed images.
     labels: (n,) int8, -1 for failed images. mask_fraction: (n,) float32.
     attrs: the root attributes decoded (JSON ones parsed). class_names: k names, probs' column order.
+    qc: the /qc columns by key (allbatch/qc/schema.py), fill values when the file predates them.
     """
 
     rows: npt.NDArray[np.int64]
@@ -53,6 +55,15 @@ class ResultsTable:
     mask_fraction: npt.NDArray[np.float32]
     attrs: dict[str, Any] = field(default_factory=dict)
     class_names: list[str] = field(default_factory=list)
+    qc: dict[str, npt.NDArray[Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.qc = {**empty_qc(len(self.rows)), **self.qc}  # a table built without /qc: fill values (no flags)
+
+    @property
+    def flags(self) -> npt.NDArray[np.uint16]:
+        """(n,) uint16 QcFlag bits (0 for failed images)."""
+        return self.qc["flags"]
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -101,6 +112,10 @@ def read_results(path: Path, include_superseded: bool = False) -> ResultsTable:
         mask_fraction=np.asarray(columns[MASK_FRACTION], dtype=np.float32)[keep],
         attrs=attrs,
         class_names=class_names,
+        qc={
+            c.key: np.asarray(columns[c.name], dtype=c.dtype)[keep] if c.name in columns else empty_qc(int(keep.sum()))[c.key]
+            for c in QC_COLUMNS
+        },
     )
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -18,6 +19,8 @@ class ResultRows:
     file_stat: (n, 3) int64 size, mtime_ns, ctime_ns of each file when read (-1 unknown); None: all unknown.
     index: (n,) int64 position of each file in the discovered order (the row's key across shards and
     executors); None when the caller has no discovered list (stored as -1).
+    qc: the /qc columns by key (allbatch/qc/schema.py), n rows each; missing keys are written as
+    their failed-row fill value.
     """
 
     paths: list[str]
@@ -29,6 +32,7 @@ class ResultRows:
     mask_fraction: npt.NDArray[np.float32]
     file_stat: npt.NDArray[np.int64] | None = None
     index: npt.NDArray[np.int64] | None = None
+    qc: dict[str, npt.NDArray[Any]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.paths)

@@ -19,6 +19,7 @@
 /images/file_stat    int64 (N, 3)      size, mtime_ns, ctime_ns of the file when read; -1 unknown (an
                                        mtime_ns of -1 also means "modified just before it was read")
 /images/row_crc      uint32 (N,)       CRC-32 of the row's other columns (``row_checksums``)
+/qc/...              quality control per image: see allbatch/qc/schema.py (absent in older files)
 ```
 
 Row checksums: every committed row carries the CRC-32 of its canonical bytes (``row_checksums``).
@@ -56,11 +57,12 @@ from h5py import h5d, h5p
 
 from allbatch.errors import ResultsFileError
 from allbatch.pathtext import safe_text
+from allbatch.qc.schema import FLAGS, QC_COLUMNS, flags_bits_attr
 from allbatch.status import ImageStatus
 
 SCHEMA_VERSION = 2
-"""2 added /images/index, /images/file_stat and /images/row_crc; version 1 files are still read (unverified,
-index -1)."""
+"""2 added /images/index, /images/file_stat, /images/row_crc and /qc; version 1 files are still read (unverified,
+index -1, /qc fill values)."""
 READABLE_SCHEMA_VERSIONS = (1, 2)
 CHUNK_ROWS = 1024
 """Rows per chunk: 64 KiB for /images/sha256, small enough to rewrite per batch, large enough to compress."""
@@ -80,8 +82,8 @@ LABEL = "pred/label"
 MASK_FRACTION = "seg/mask_fraction"
 FILE_STAT = "images/file_stat"
 ROW_CRC = "images/row_crc"
-VERSION_2_DATASETS = (INDEX, FILE_STAT, ROW_CRC)
-"""Row datasets a version 1 file does not have."""
+VERSION_2_DATASETS = (INDEX, FILE_STAT, ROW_CRC, *(column.name for column in QC_COLUMNS))
+"""Row datasets a version 1 file does not have (readers use their fill values)."""
 
 RESERVED_ATTRS = frozenset(
     {
@@ -136,6 +138,7 @@ def row_datasets(n_classes: int) -> tuple[RowDataset, ...]:
         RowDataset(MASK_FRACTION, np.float32),
         RowDataset(FILE_STAT, np.int64, (3,)),
         RowDataset(ROW_CRC, np.uint32),
+        *(RowDataset(c.name, c.dtype, c.row_shape) for c in QC_COLUMNS),
     )
 
 
@@ -171,6 +174,7 @@ def create_datasets(f: h5py.File, class_names: list[str], rows: int, *, working:
         f.create_dataset(spec.name, **options)
     f[STATUS].attrs["names"] = ImageStatus.names_attr()
     f[PROBS].attrs["class_names"] = class_names
+    f[FLAGS].attrs["bits"] = flags_bits_attr()
 
 
 def check_layout(f: h5py.File, where: str) -> int:
@@ -199,7 +203,8 @@ def row_checksums(columns: Mapping[str, Any]) -> npt.NDArray[np.uint32]:
     """(n,) uint32 CRC-32 per row over the canonical bytes of every row column except ``row_crc``.
 
     ``columns`` maps dataset names to arrays as stored: path and error as str, sha256 as bytes (S64),
-    status int8, probs float32 (n, k), label int8, mask_fraction float32, file_stat int64 (n, 3), index int64.
+    status int8, probs float32 (n, k), label int8, mask_fraction float32, file_stat int64 (n, 3), index int64,
+    and the /qc columns (``allbatch.qc.schema.QC_COLUMNS``).
     Strings are length-prefixed so that no two rows share their bytes by shifting text between columns.
     """
     paths, errors, sha = columns[PATH], columns[ERROR], columns[SHA256]
@@ -211,6 +216,7 @@ def row_checksums(columns: Mapping[str, Any]) -> npt.NDArray[np.uint32]:
             np.ascontiguousarray(columns[MASK_FRACTION], dtype=np.float32).reshape(len(paths), -1).view(np.uint8),
             np.ascontiguousarray(columns[FILE_STAT], dtype=np.int64).reshape(len(paths), -1).view(np.uint8),
             np.ascontiguousarray(columns[INDEX], dtype=np.int64).reshape(len(paths), -1).view(np.uint8),
+            *(np.ascontiguousarray(columns[c.name], dtype=c.dtype).reshape(len(paths), -1).view(np.uint8) for c in QC_COLUMNS),
         ],
         axis=1,
     )

@@ -77,6 +77,7 @@ import numpy.typing as npt
 from allbatch import CLASS_NAMES, __version__
 from allbatch.errors import ResultsFileError, UserInputError
 from allbatch.pathtext import safe_text
+from allbatch.qc.schema import qc_columns
 from allbatch.records import UNKNOWN_STAT
 from allbatch.results.rows import ResultRows
 from allbatch.results.schema import (
@@ -327,6 +328,8 @@ def _verified_filler(
             m = int(keep.sum())
             block.setdefault(FILE_STAT, np.full((m, 3), -1, dtype=np.int64))
             block.setdefault(INDEX, np.full(m, -1, dtype=np.int64))
+            for name, fill in qc_columns({}, m).items():
+                block.setdefault(name, fill)
             block[STATUS] = np.where(stale[out : out + m], np.int8(ImageStatus.SUPERSEDED), block[STATUS]).astype(np.int8)
             block[ROW_CRC] = row_checksums(block)
             for name, value in block.items():
@@ -665,6 +668,7 @@ class ResultsWriter:
             LABEL: np.asarray(rows.labels, dtype=np.int8),
             MASK_FRACTION: np.asarray(rows.mask_fraction, dtype=np.float32),
             FILE_STAT: np.full((m, 3), -1, dtype=np.int64) if rows.file_stat is None else np.asarray(rows.file_stat, dtype=np.int64),
+            **qc_columns(rows.qc, m),
         }
         lengths = {name: len(value) for name, value in columns.items()} | {"sha256": len(rows.sha256)}
         if set(lengths.values()) != {m} or probs.shape != (m, k) or columns[FILE_STAT].shape != (m, 3):

@@ -1,0 +1,83 @@
+"""Render the report: one HTML file with inline CSS, inline SVG and base64 images (no script, no link out)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from markupsafe import Markup, escape
+
+from allbatch import __version__
+from allbatch.errors import UserInputError
+from allbatch.report.content import MAX_TABLE_ROWS, ImageCard, ReportContent, gather
+from allbatch.report.svg import bar_chart
+from allbatch.summarize.groups import VerdictRule
+
+log = logging.getLogger("allbatch.report")
+TEMPLATE = Path(__file__).with_name("template.html.j2")
+
+
+def render_card(card: ImageCard) -> Markup:
+    """One image: thumbnail and mask side by side (or "missing"), path, prediction, flags."""
+    if card.thumbnail is not None:
+        pictures = Markup('<img src="{}" alt="image"><img src="{}" alt="segmentation mask">').format(
+            card.thumbnail.image, card.thumbnail.mask
+        )
+    else:
+        pictures = Markup('<span class="missing">image missing</span>')
+    truth = Markup("truth <b>{}</b>, ").format(card.truth) if card.truth else ""
+    tags = Markup("").join(Markup('<span class="tag">{}</span>').format(word) for word in card.flags)
+    return Markup('<div class="card" data-path="{}">{}<div class="path">{}</div>{}predicted <b>{}</b> {:.2f} {}</div>').format(
+        card.path, pictures, card.path, truth, card.predicted, card.confidence, tags
+    )
+
+
+def render(content: ReportContent) -> str:
+    """The page as a string."""
+    import jinja2
+
+    environment = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    template = environment.from_string(TEMPLATE.read_text(encoding="utf-8"))
+    return template.render(
+        c=content,
+        version=__version__,
+        generated=datetime.now(UTC).isoformat(timespec="seconds"),
+        chart=Markup(bar_chart(content.class_counts)),
+        render_card=render_card,
+        max_rows=MAX_TABLE_ROWS,
+        escape=escape,
+    )
+
+
+def write_report(
+    results: Path,
+    out: Path,
+    *,
+    group_by: str = "parent",
+    rule: VerdictRule | None = None,
+    image_root: Path | None = None,
+) -> tuple[ReportContent, float]:
+    """Build the report of ``results`` into ``out`` (written beside and renamed, so never half a file).
+
+    Returns the content and the seconds it took.
+    """
+    out = Path(out)
+    if out.is_dir():
+        raise UserInputError(f"-o {out} is a folder")
+    if not out.parent.is_dir():
+        raise UserInputError(f"the folder for {out} does not exist")
+    started = time.perf_counter()
+    content = gather(results, group_by=group_by, rule=rule, image_root=image_root)
+    page = render(content)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(page, encoding="utf-8")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    seconds = time.perf_counter() - started
+    log.debug("report %s: %d bytes in %.2f s", out, len(page), seconds)
+    return content, seconds

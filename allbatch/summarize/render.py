@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.table import Table
+from rich.text import Text
 
 from allbatch.results.reader import read_results
+from allbatch.safe_text import printable
 from allbatch.summarize.groups import GroupTable, VerdictRule, summarize_groups
 from allbatch.summarize.groups_h5 import write_groups
 
@@ -37,7 +39,7 @@ def groups_table(groups: GroupTable, max_rows: int = MAX_FOLDERS_SHOWN) -> Table
     for group in groups.groups[:max_rows]:
         style = "" if group.verdict in names else "yellow"
         table.add_row(
-            group.name,
+            Text(printable(group.name)),  # a folder name is text, never Rich markup or control characters
             str(group.images),
             str(group.flagged),
             str(group.failed),

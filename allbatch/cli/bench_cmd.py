@@ -77,7 +77,7 @@ def bench_command(
         limit=limit,
         baseline=bool(baseline is not False and not baseline_missing),
         decode_threads=decode_threads,
-        argv=list(sys.argv),
+        argv=["allbatch", *sys.argv[1:]],
     )
     console = make_console(quiet=quiet)
     with console.status("benchmarking") as status:

@@ -21,7 +21,7 @@ def merge_command(
     """Check that the parts cover one discovered list exactly once with one model, and write one results.h5."""
     from allbatch.results.merge import merge_parts
 
-    summary = merge_parts(parts, out, overwrite=overwrite, argv=list(sys.argv))
+    summary = merge_parts(parts, out, overwrite=overwrite, argv=["allbatch", *sys.argv[1:]])
     Console(stderr=True, quiet=quiet).print(f"merged {summary.parts} parts, {summary.rows} rows -> {summary.output}", highlight=False)
     if json_summary:
         typer.echo(json.dumps(summary.__dict__, indent=2))

@@ -97,7 +97,7 @@ def run_command(
         batch_size=batch_size,
         mode="resume" if resume else "overwrite" if overwrite else "new",
         symlinks="skip" if symlinks == "skip" else "follow",
-        argv=list(sys.argv),
+        argv=["allbatch", *sys.argv[1:]],
         shard=None if shard is None else parse_shard(shard),
     )
     console = make_console(quiet=quiet)

@@ -25,12 +25,11 @@ import logging
 import os
 import re
 from dataclasses import dataclass
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from allbatch.backends.base import InferenceOutput
+from allbatch.backends.base import BaseBackend, InferenceOutput
 from allbatch.backends.validate import InvalidBatchError, sample_shape, validate_batch
 from allbatch.errors import BackendUnavailableError, ModelError, UserInputError
 from allbatch.manifest import ModelArtifact
@@ -102,7 +101,7 @@ class _CapturedGraph:
     static_out: torch.Tensor  # (size, 2C + F) float32 [probs | logits | features], overwritten by each replay
 
 
-class TorchBackend:
+class TorchBackend(BaseBackend):
     """Runs the model with torch (CUDA by default).
 
     Args:
@@ -117,6 +116,7 @@ class TorchBackend:
     """
 
     name = "torch"
+    accepts_device_arrays = True
 
     def __init__(
         self,
@@ -137,10 +137,11 @@ class TorchBackend:
             raise UserInputError("torch: CUDA graphs need a CUDA device")
         self.artifact = artifact
         self.requested_device = device
+        super().__init__(artifact, max_batch)
+        self.max_batch: int = max_batch
         self.precision: Precision = precision
         self.channels_last = channels_last
         self.cuda_graphs = cuda_graphs
-        self.max_batch = max_batch
         self.device = device
         """Human-readable device; the GPU's name once entered."""
         self._net: TwoChannelNet | None = None
@@ -150,7 +151,7 @@ class TorchBackend:
 
     # -- lifetime ---------------------------------------------------------------------------------
 
-    def __enter__(self) -> Self:
+    def _load(self) -> None:
         try:
             import torch
         except ImportError as exc:
@@ -183,9 +184,8 @@ class TorchBackend:
         log.debug(
             "torch backend on %s: %s, channels_last=%s, cuda_graphs=%s", self.device, self.precision, self.channels_last, self.cuda_graphs
         )
-        return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def _release(self) -> None:
         import torch
 
         on_cuda = self._torch_device is not None and self._torch_device.type == "cuda"
@@ -200,43 +200,29 @@ class TorchBackend:
 
     # -- inference --------------------------------------------------------------------------------
 
-    def infer(self, batch: Any) -> InferenceOutput:
-        """(N, 2, 3, S, S) float32 -> probs, logits (N, C) and features (N, F), float32 on the host.
-
-        ``batch`` is a NumPy array (copied to the device chunk by chunk) or a CUDA array on this
-        backend's GPU (used in place; see the module docstring for stream rules).
-
-        Raises:
-            InvalidBatchError: wrong shape or dtype, an unsupported array type, or an array on another device.
-        """
+    def _call_context(self) -> contextlib.AbstractContextManager[Any]:
+        """Inference mode on this backend's CUDA device (or the CPU) around one ``infer`` call."""
         import torch
 
-        if self._net is None or self._torch_device is None:
-            raise RuntimeError("TorchBackend.infer called outside its `with` block")
-        x = self._as_tensor(batch)
-        n = int(x.shape[0])
-        manifest = self.artifact.manifest
-        if n == 0:
-            return InferenceOutput.empty(len(manifest.class_names), manifest.num_features)
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.inference_mode())
         device = self._torch_device
-        on_device = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
-        with torch.inference_mode(), on_device:
-            outputs = []
-            for start in range(0, n, self.max_batch):
-                chunk = x[start : start + self.max_batch].to(device)
-                outputs.append(self._run_graph(chunk) if self.cuda_graphs else self._forward(chunk))
-            packed = torch.cat(outputs) if len(outputs) > 1 else outputs[0]
-            # a synchronising copy: the result is final when returned
-            return InferenceOutput.from_packed(packed.to("cpu").numpy(), len(manifest.class_names))
+        if device is not None and device.type == "cuda":
+            stack.enter_context(torch.cuda.device(device))
+        return stack
 
-    def _as_tensor(self, batch: Any) -> torch.Tensor:
-        """A validated float32 (N, 2, 3, S, S) tensor: on the host for NumPy input, else where the data is."""
+    def _from_host(self, batch: np.ndarray[Any, Any]) -> torch.Tensor:
+        """A validated NumPy batch as a host tensor (each chunk is copied to the device in ``_infer_chunk``)."""
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(batch))
+
+    def _from_device(self, batch: Any) -> torch.Tensor:
+        """A validated float32 (N, 2, 3, S, S) tensor where the data is (a CUDA array is used in place; see the
+        module docstring for stream rules)."""
         import torch
 
         manifest = self.artifact.manifest
-        if isinstance(batch, np.ndarray):
-            validate_batch(batch.shape, batch.dtype.name, manifest, self.name)
-            return torch.from_numpy(np.ascontiguousarray(batch))
         if isinstance(batch, torch.Tensor):
             tensor = batch
         elif hasattr(batch, "__dlpack__"):
@@ -252,6 +238,12 @@ class TorchBackend:
         if tensor.device.type == "cuda" and tensor.device != self._torch_device:
             raise InvalidBatchError(f"torch: batch is on {tensor.device}, the backend runs on {self._torch_device}")
         return tensor
+
+    def _infer_chunk(self, x: Any) -> InferenceOutput:
+        """One chunk of at most ``max_batch`` rows -> host outputs (a synchronising copy: final when returned)."""
+        chunk = x.to(self._torch_device)
+        packed = self._run_graph(chunk) if self.cuda_graphs else self._forward(chunk)
+        return InferenceOutput.from_packed(packed.to("cpu").numpy(), len(self.artifact.manifest.class_names))
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         """(n, 2, 3, S, S) float32 on the device -> (n, 2C + F) float32 ``[probs | logits | features]`` on the

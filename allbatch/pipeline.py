@@ -95,7 +95,7 @@ ProgressCallback = Callable[[int, int], None]
 
 def library_versions() -> dict[str, str]:
     versions = {"python": platform.python_version(), "allbatch": __version__}
-    for dist in ("numpy", "h5py", "pillow", "onnx", "onnxruntime", "torch", "cupy-cuda13x", "nvidia-dali-cuda130", "tensorrt"):
+    for dist in ("numpy", "h5py", "pillow", "onnx", "onnxruntime", "openvino", "torch", "cupy-cuda13x", "nvidia-dali-cuda130", "tensorrt"):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -221,14 +221,16 @@ def run(config: RunConfig, progress: ProgressCallback | None = None) -> RunSumma
     files = discover(config.source, config.symlinks)
     artifact = load_model_artifact(config.model)
 
-    from allbatch.backends.select import create_backend, resolve_decoder
+    from allbatch.backends.select import HOST_BACKENDS, create_backend, resolve_decoder
     from allbatch.results.writer import BackgroundWriter, ResultsWriter
 
     compat = compat_key(artifact)
     with create_backend(config.backend, artifact, max_batch=config.batch_size) as backend:
         decoder = resolve_decoder(config.decoder, for_backend=backend.name)
-        if decoder == "dali" and backend.name == "onnxruntime":
-            raise UserInputError("--decoder dali leaves images on the GPU, but onnxruntime runs on the host: use --decoder cpu or dali-cpu")
+        if decoder == "dali" and backend.name in HOST_BACKENDS:
+            raise UserInputError(
+                f"--decoder dali leaves images on the GPU, but {backend.name} runs on the host: use --decoder cpu or dali-cpu"
+            )
         started = time.perf_counter()  # after the model is loaded: img/s measures the images, not start-up
         provenance = _provenance(config, artifact, backend, decoder)
         log.info(

@@ -12,7 +12,8 @@ pip install -q --upgrade pip 2>&1 | grep -v "Location" || true
 # torch: pinned, so pip takes the CPU build that lies on this machine's disk; an unpinned torch pulls
 # several GB of CUDA packages. On a GPU machine with torch preinstalled this is already satisfied.
 "$VENV/bin/python" -c "import torch" 2>/dev/null || pip install -q torch==2.13.0 2>&1 | grep -v "Location" || true
-pip install -q -e ".[train,dev]" nvidia-dali-cuda130 2>&1 | grep -v "Location" || true
+# openvino: a 60 MB wheel, so CI runs the OpenVINO backend's tests too
+pip install -q -e ".[train,dev,openvino]" nvidia-dali-cuda130 2>&1 | grep -v "Location" || true
 # TensorRT type stubs (patched) for mypy, once the TensorRT backend is in the tree
 if [ -f scripts/install_tensorrt_stubs.sh ]; then VENV="$VENV" bash scripts/install_tensorrt_stubs.sh; fi
 echo "== ruff"

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from allbatch.backends.select import BACKEND_NAMES
 from allbatch.errors import UserInputError
 from allbatch.pipeline import RunConfig, RunSummary, run
 
@@ -30,7 +31,7 @@ def run_command(
     src: Annotated[Path | None, typer.Argument(help="Folder (searched recursively) or single image file.", show_default=False)] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="The results.h5 to write.")] = Path("results.h5"),
     model: Annotated[Path | None, typer.Option(help="ONNX model with its .json manifest beside it (default: the shipped model).")] = None,
-    backend: Annotated[str, typer.Option(help="auto | onnxruntime | torch | tensorrt")] = "auto",
+    backend: Annotated[str, typer.Option(help="auto | onnxruntime | openvino | torch | tensorrt")] = "auto",
     decoder: Annotated[str, typer.Option(help="auto | cpu | dali (GPU) | dali-cpu")] = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images per inference batch.")] = 64,
     resume: Annotated[
@@ -47,8 +48,8 @@ def run_command(
         raise UserInputError("--resume and --overwrite exclude each other")
     if demo == (src is not None):
         raise UserInputError("give either SRC or --demo")
-    if backend not in ("auto", "onnxruntime", "torch", "tensorrt"):
-        raise UserInputError(f"unknown --backend {backend!r} (auto, onnxruntime, torch, tensorrt)")
+    if backend not in BACKEND_NAMES:
+        raise UserInputError(f"unknown --backend {backend!r} ({', '.join(BACKEND_NAMES)})")
     if decoder not in ("auto", "cpu", "dali", "dali-cpu"):
         raise UserInputError(f"unknown --decoder {decoder!r} (auto, cpu, dali, dali-cpu)")
     if symlinks not in ("follow", "skip"):

@@ -3,6 +3,9 @@
 Threads: a producer reads files and prepares batches (Pillow/NumPy on the CPU, DALI on the GPU) into a
 bounded queue; the calling thread runs the backend; a background writer appends rows to results.h5.
 Memory is bounded by the queue depths (a few batches), whatever the number of images.
+
+``RunConfig.serial`` runs every stage in the calling thread, one after another (no overlap), and an optional
+``StageTimer`` hook times each stage (off by default); ``allbatch bench`` measures the pipeline with both.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from allbatch.manifest import ModelArtifact, load_model_artifact
 from allbatch.read import read_encoded
 from allbatch.records import EncodedImage, PreparedBatch, Preparer
 from allbatch.results.rows import ResultRows
+from allbatch.stage_timer import StageTimer, timed
 from allbatch.status import FAILED_STATUSES, ImageStatus
 
 log = logging.getLogger("allbatch.pipeline")
@@ -48,11 +52,16 @@ class RunConfig:
     model: Path | None = None
     backend: str = "auto"
     decoder: str = "auto"
+    precision: str = "fp16"
+    """``backends.select.PRECISIONS``: "fp16" is the device's reduced precision (checked against fp32 before use)."""
     batch_size: int = 64
     mode: WriteMode = "new"
     symlinks: SymlinkPolicy = "follow"
     decode_threads: int = 2
     argv: list[str] = field(default_factory=list)
+    serial: bool = False
+    """Read, prepare, infer and write one after another in the calling thread (no producer or writer thread):
+    the benchmark's stage breakdown, whose stage times add up to the run's wall time."""
 
 
 @dataclass
@@ -156,8 +165,11 @@ def rows_for(batch: PreparedBatch, output: InferenceOutput) -> ResultRows:
 class _Producer(threading.Thread):
     """Reads files in order, skips those already committed, prepares batches into a bounded queue."""
 
-    def __init__(self, files: list[DiscoveredFile], committed: dict[str, Any], preparer: Preparer, batch_size: int) -> None:
+    def __init__(
+        self, files: list[DiscoveredFile], committed: dict[str, Any], preparer: Preparer, batch_size: int, timer: StageTimer | None = None
+    ) -> None:
         super().__init__(name="allbatch-producer", daemon=True)
+        self.timer = timer
         self.files = files
         self.committed = committed
         self.preparer = preparer
@@ -176,7 +188,8 @@ class _Producer(threading.Thread):
         for index, item in enumerate(self.files):
             if self.stop.is_set():
                 return
-            image = read_encoded(index, item)
+            with timed(self.timer, "read", 1):
+                image = read_encoded(index, item)
             action = plan(self.committed, image.relpath, image.sha256)
             if action == "skip":
                 self.skipped += 1
@@ -204,18 +217,48 @@ class _Producer(threading.Thread):
                 continue
         return False
 
+    def prepared(self) -> Iterator[_Work]:
+        """Read and prepare batch after batch in the calling thread (the serial mode, or this thread's ``run``)."""
+        for images, superseded in self._batches():
+            with timed(self.timer, "prepare", len(images)):
+                batch = self.preparer.prepare(images)
+            yield _Work(batch, superseded)
+
     def run(self) -> None:
         try:
-            for images, superseded in self._batches():
-                if not self._put(_Work(self.preparer.prepare(images), superseded)):
+            for work in self.prepared():
+                if not self._put(work):
                     return
             self._put(None)
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer thread, which re-raises it
             self._put(exc)
 
+    def queued(self) -> Iterator[_Work]:
+        """The batches this thread prepared, in order; re-raises its exception."""
+        while True:
+            work = self.out.get()
+            if work is None:
+                return
+            if isinstance(work, BaseException):
+                raise work
+            yield work
 
-def run(config: RunConfig, progress: ProgressCallback | None = None) -> RunSummary:
-    """Run the whole job. Raises AllbatchError for user-facing problems before anything is written."""
+
+class _SerialWriter:
+    """``BackgroundWriter``'s interface, appending in the calling thread (the serial mode)."""
+
+    def __init__(self, writer: Any) -> None:
+        self.submit = writer.append
+
+    def close(self) -> None:
+        return
+
+
+def run(config: RunConfig, progress: ProgressCallback | None = None, timer: StageTimer | None = None) -> RunSummary:
+    """Run the whole job. Raises AllbatchError for user-facing problems before anything is written.
+
+    ``timer`` (optional) accumulates each stage's time (see ``allbatch.stage_timer``); None costs nothing.
+    """
     if config.batch_size < 1:
         raise UserInputError(f"--batch-size must be at least 1, got {config.batch_size}")
     files = discover(config.source, config.symlinks)
@@ -225,7 +268,7 @@ def run(config: RunConfig, progress: ProgressCallback | None = None) -> RunSumma
     from allbatch.results.writer import BackgroundWriter, ResultsWriter
 
     compat = compat_key(artifact)
-    with create_backend(config.backend, artifact, max_batch=config.batch_size) as backend:
+    with create_backend(config.backend, artifact, max_batch=config.batch_size, precision=config.precision) as backend:
         decoder = resolve_decoder(config.decoder, for_backend=backend.name)
         if decoder == "dali" and backend.name in HOST_BACKENDS:
             raise UserInputError(
@@ -244,18 +287,22 @@ def run(config: RunConfig, progress: ProgressCallback | None = None) -> RunSumma
         with ResultsWriter.open(config.output, mode=config.mode, provenance=provenance, compat=compat, expected_rows=len(files)) as writer:
             committed = writer.committed()
             preparer = make_preparer(decoder, artifact, config)
-            background = BackgroundWriter(writer)
-            producer = _Producer(files, committed, preparer, config.batch_size)
+            background = _SerialWriter(writer) if config.serial else BackgroundWriter(writer)
+            producer = _Producer(files, committed, preparer, config.batch_size, timer)
             summary = RunSummary(str(config.output), len(files), 0, 0, 0, 0, 0.0, backend.name, decoder, backend.device)
             superseded: list[int] = []
             try:
-                producer.start()
-                _consume(producer, backend, background, summary, superseded, progress, len(files))
+                if not config.serial:
+                    producer.start()
+                work = producer.prepared() if config.serial else producer.queued()
+                _consume(work, producer, backend, background, summary, superseded, progress, len(files), timer)
             finally:
                 producer.stop.set()
-                producer.join()
+                if producer.ident is not None:  # started (the threaded mode)
+                    producer.join()
                 preparer.close()
-                background.close()
+                with timed(timer, "write", 0):  # the writer's last flushes
+                    background.close()
             if superseded:
                 writer.supersede(superseded)
     summary.skipped = producer.skipped
@@ -267,6 +314,7 @@ def run(config: RunConfig, progress: ProgressCallback | None = None) -> RunSumma
 
 
 def _consume(
+    work_items: Iterator[_Work],
     producer: _Producer,
     backend: Backend,
     background: Any,
@@ -274,17 +322,16 @@ def _consume(
     superseded: list[int],
     progress: ProgressCallback | None,
     total: int,
+    timer: StageTimer | None,
 ) -> None:
-    while True:
-        work = producer.out.get()
-        if work is None:
-            return
-        if isinstance(work, BaseException):
-            raise work
+    for work in work_items:
         batch = work.batch
         n_ok = len(batch.ok_positions)
-        output = backend.infer(batch.inputs) if n_ok else InferenceOutput.empty(len(CLASS_NAMES), 0)
-        background.submit(rows_for(batch, output))
+        with timed(timer, "infer", n_ok):
+            output = backend.infer(batch.inputs) if n_ok else InferenceOutput.empty(len(CLASS_NAMES), 0)
+        rows = rows_for(batch, output)
+        with timed(timer, "write", len(batch.images)):
+            background.submit(rows)
         superseded.extend(work.superseded_rows)
         summary.processed += len(batch.images)
         summary.ok += n_ok

@@ -149,7 +149,7 @@ def create_backend(name: str, artifact: ModelArtifact, *, max_batch: int, precis
     if chosen == "openvino":
         from allbatch.backends.openvino_backend import OpenVinoBackend
 
-        return OpenVinoBackend(artifact, precision="auto" if precision == "fp16" else precision)
+        return OpenVinoBackend(artifact, precision="auto" if precision == "fp16" else precision, max_batch=max_batch)
     if chosen == "torch":
         from allbatch.backends.torch_backend import TorchBackend
 

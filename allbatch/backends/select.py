@@ -1,6 +1,6 @@
 """Which inference backend and which decoder this machine can serve, and building the chosen backend.
 
-``auto`` prefers TensorRT, then torch on CUDA, then on the CPU OpenVINO (measured 2.7x ONNX Runtime in fp32 on
+``auto`` prefers TensorRT, then torch on CUDA, then on the CPU OpenVINO (measured 1.8-2.7x ONNX Runtime in fp32 on
 the same ONNX: benchmarks/README.md), then ONNX Runtime (backends) and DALI on the
 GPU, then Pillow (decoders). An explicit choice that cannot be served raises BackendUnavailableError
 with the reason; nothing falls back silently. Runtimes are imported lazily, only as far as needed.
@@ -25,7 +25,7 @@ AUTO_BACKEND_ORDER = ("tensorrt", "torch", "openvino", "onnxruntime")
 HOST_BACKENDS = ("onnxruntime", "openvino")
 """Backends that take host (NumPy) batches: GPU decoding would only add a copy back."""
 AUTO_CPU_REASON = (
-    "the fastest CPU backend: on this model OpenVINO ran 2.7x ONNX Runtime in fp32 and 10.8x in bf16 on AMX (benchmarks/README.md)"
+    "the fastest CPU backend: on this model OpenVINO ran 1.8-2.7x ONNX Runtime in fp32, 6.6-10.8x in bf16 on AMX (benchmarks/README.md)"
 )
 DECODER_NAMES = ("auto", "cpu", "dali", "dali-cpu")
 """``dali`` decodes on the GPU (``device="mixed"``); ``dali-cpu`` runs the same DALI graph on the CPU."""

@@ -6,7 +6,6 @@ Works with only the core dependencies installed: every optional package is impor
 from __future__ import annotations
 
 import importlib
-import os
 import platform
 import sys
 from importlib import metadata
@@ -17,21 +16,15 @@ from rich.table import Table
 from rich.text import Text
 
 from allbatch import __version__
+from allbatch.cpu_features import cpu_features
 from allbatch.errors import ModelError
 from allbatch.manifest import DEFAULT_MODEL, load_model_artifact, sha256_of_file
 
 NOT_INSTALLED = "not installed"
 CORE_LIBRARIES = ("numpy", "h5py", "pillow", "onnx", "onnxruntime", "typer", "rich")
 """Distribution names of the core dependencies (read from package metadata, not imported)."""
-OPTIONAL_MODULES = ("torch", "cupy", "nvidia.dali", "tensorrt")
+OPTIONAL_MODULES = ("torch", "cupy", "nvidia.dali", "tensorrt", "openvino")
 """GPU packages, imported to read ``__version__`` (their distribution names vary with the CUDA version)."""
-
-
-def usable_cores() -> int:
-    """CPU cores this process may run on (its affinity mask, e.g. a container's share), at least 1."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
 
 
 def core_library_versions() -> dict[str, str]:
@@ -56,23 +49,9 @@ def optional_module_version(module: str) -> str:
 
 
 def cpu_info() -> dict[str, Any]:
-    """CPU model, logical cores, physical cores (Linux), and the cores this process may run on."""
-    model = platform.processor() or "unknown"
-    physical: int | None = None
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        cores = set()
-        package = ""
-        for line in cpuinfo.read_text(encoding="utf-8", errors="replace").splitlines():
-            key, _, value = (part.strip() for part in line.partition(":"))
-            if key == "model name":
-                model = value
-            elif key == "physical id":
-                package = value
-            elif key == "core id":
-                cores.add((package, value))
-        physical = len(cores) or None
-    return {"model": model, "logical_cores": os.cpu_count(), "physical_cores": physical, "usable_cores": usable_cores()}
+    """CPU model, logical / physical / usable cores, clock, instruction-set features and arithmetic peak
+    (``allbatch.cpu_features``)."""
+    return cpu_features().to_dict()
 
 
 def model_info(path: Path = DEFAULT_MODEL) -> dict[str, Any]:
@@ -106,9 +85,16 @@ def _status_dict(statuses: dict[str, tuple[bool, str]]) -> dict[str, dict[str, A
 def collect_info(model: Path | None = None) -> dict[str, Any]:
     """Everything ``allbatch info`` reports, as JSON-serialisable data. Imports each installed runtime once."""
     from allbatch.backends.gpu_probe import probe_gpus
-    from allbatch.backends.select import backend_availability, decoder_availability
+    from allbatch.backends.select import backend_availability, choose_backend, decoder_availability
+    from allbatch.errors import BackendUnavailableError
 
     gpus, gpu_note = probe_gpus()
+    backends = backend_availability()
+    try:
+        chosen, why = choose_backend("auto", backends.__getitem__)
+        auto: dict[str, str | None] = {"backend": chosen, "reason": why}
+    except BackendUnavailableError as exc:
+        auto = {"backend": None, "reason": str(exc)}
     return {
         "allbatch": __version__,
         "python": {"version": platform.python_version(), "implementation": platform.python_implementation(), "executable": sys.executable},
@@ -118,7 +104,8 @@ def collect_info(model: Path | None = None) -> dict[str, Any]:
         "optional_libraries": {module: optional_module_version(module) for module in OPTIONAL_MODULES},
         "gpus": [gpu.to_dict() for gpu in gpus],
         "gpu_probe": gpu_note,
-        "backends": _status_dict(backend_availability()),
+        "backends": _status_dict(backends),
+        "backend_auto": auto,
         "decoders": _status_dict(decoder_availability()),
         "model": model_info(model if model is not None else DEFAULT_MODEL),
     }
@@ -138,6 +125,10 @@ def render_info(info: dict[str, Any]) -> Table:
     table.add_row("platform", Text(info["platform"]))
     cores = f"{cpu['logical_cores']} logical, {cpu['physical_cores'] or '?'} physical, {cpu['usable_cores']} usable"
     table.add_row("cpu", Text(f"{cpu['model']} ({cores})"))
+    peak = cpu["peak_gflops"]
+    peaks = f"peak {peak['fp32']} GFLOP/s fp32" if peak["fp32"] else "peak unknown (no clock)"
+    peaks += f", {peak['bf16_amx']} bf16 on AMX" if peak.get("bf16_amx") else ""
+    table.add_row("cpu isa", Text(f"{cpu['isa_summary']}; {peaks} ({cpu['peak_assumes']})"))
     table.add_section()
     for name, version in info["libraries"].items():
         table.add_row(name, Text(version))
@@ -155,6 +146,9 @@ def render_info(info: dict[str, Any]) -> Table:
     for kind in ("backends", "decoders"):
         for name, status in info[kind].items():
             table.add_row(f"{kind[:-1]} {name}", _yes_no(status["available"], status["reason"]))
+        if kind == "backends":
+            auto = info["backend_auto"]
+            table.add_row("backend auto", Text(f"-> {auto['backend'] or 'none'}: {auto['reason']}"))
     table.add_section()
     model = info["model"]
     table.add_row("model", Text(model["path"]))

@@ -3,6 +3,9 @@
 Threads: a producer reads files and prepares batches (Pillow/NumPy on the CPU, DALI on the GPU) into a
 bounded queue; the calling thread runs the backend; a background writer appends rows to results.h5.
 Memory is bounded by the queue depths (a few batches), whatever the number of images.
+
+``RunConfig.serial`` runs every stage in the calling thread, one after another (no overlap), and an optional
+``StageTimer`` hook times each stage (off by default); ``allbatch bench`` measures the pipeline with both.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from allbatch.read import file_stat, read_encoded
 from allbatch.records import UNKNOWN_STAT, EncodedImage, FileStat, PreparedBatch, Preparer
 from allbatch.results.preflight import check_output
 from allbatch.results.rows import ResultRows
+from allbatch.stage_timer import StageTimer, timed
 from allbatch.status import FAILED_STATUSES, ImageStatus
 
 log = logging.getLogger("allbatch.pipeline")
@@ -63,6 +67,8 @@ class RunConfig:
     model: Path | None = None
     backend: str = "auto"
     decoder: str = "auto"
+    precision: str = "fp16"
+    """``backends.select.PRECISIONS``: "fp16" is the device's reduced precision (checked against fp32 before use)."""
     batch_size: int = 64
     mode: WriteMode = "new"
     symlinks: SymlinkPolicy = "follow"
@@ -73,6 +79,9 @@ class RunConfig:
     """See INFER_CHUNK_SECONDS; None infers whole batches (the benchmark's batch-size sweep)."""
     shard: Shard | None = None
     """Process only this contiguous range of the discovered order (``allbatch merge`` joins the parts)."""
+    serial: bool = False
+    """Read, prepare, infer and write one after another in the calling thread (no producer or writer thread):
+    the benchmark's stage breakdown, whose stage times add up to the run's wall time."""
 
 
 @dataclass
@@ -186,7 +195,7 @@ class BackendInfo(Protocol):
 
 def library_versions() -> dict[str, str]:
     versions = {"python": platform.python_version(), "allbatch": __version__}
-    for dist in ("numpy", "h5py", "pillow", "onnx", "onnxruntime", "torch", "cupy-cuda13x", "nvidia-dali-cuda130", "tensorrt"):
+    for dist in ("numpy", "h5py", "pillow", "onnx", "onnxruntime", "openvino", "torch", "cupy-cuda13x", "nvidia-dali-cuda130", "tensorrt"):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -201,9 +210,9 @@ MAX_AUTO_DECODE_THREADS = 16
 def auto_decode_threads() -> int:
     """One decode thread per usable core, at most ``MAX_AUTO_DECODE_THREADS`` (2 on the 2-core development
     machine, 16 on a 16-core GPU machine: DALI's CPU stage and the mixed decoder's host part use them)."""
-    from allbatch.info import usable_cores
+    from allbatch.cpu_features import cpu_features
 
-    return min(usable_cores(), MAX_AUTO_DECODE_THREADS)
+    return min(cpu_features().usable_cores, MAX_AUTO_DECODE_THREADS)
 
 
 def make_preparer(decoder: str, artifact: ModelArtifact, config: RunConfig) -> Preparer:
@@ -287,9 +296,16 @@ class _Producer(threading.Thread):
     ``first_index`` is the discovered-order index of ``files[0]`` (a shard's start)."""
 
     def __init__(
-        self, files: list[DiscoveredFile], committed: dict[str, Any], preparer: Preparer, batch_size: int, first_index: int = 0
+        self,
+        files: list[DiscoveredFile],
+        committed: dict[str, Any],
+        preparer: Preparer,
+        batch_size: int,
+        first_index: int = 0,
+        timer: StageTimer | None = None,
     ) -> None:
         super().__init__(name="allbatch-producer", daemon=True)
+        self.timer = timer
         self.files = files
         self.first_index = first_index
         self.committed = committed
@@ -315,7 +331,8 @@ class _Producer(threading.Thread):
             if unchanged_by_stat(self.committed, item.relpath, stat):
                 self._skip(item.relpath)  # same size, mtime and ctime as when committed: not even read
                 continue
-            image = read_encoded(index, item, stat=stat)
+            with timed(self.timer, "read", 1):
+                image = read_encoded(index, item, stat=stat)
             action = plan(self.committed, image.relpath, image.sha256)
             if action == "skip":
                 self._skip(image.relpath)
@@ -347,24 +364,54 @@ class _Producer(threading.Thread):
                 continue
         return False
 
+    def prepared(self) -> Iterator[_Work]:
+        """Read and prepare batch after batch in the calling thread (the serial mode, or this thread's ``run``)."""
+        for images, superseded in self._batches():
+            with timed(self.timer, "prepare", len(images)):
+                batch = self.preparer.prepare(images)
+            yield _Work(batch, superseded)
+
     def run(self) -> None:
         try:
-            for images, superseded in self._batches():
-                if not self._put(_Work(self.preparer.prepare(images), superseded)):
+            for work in self.prepared():
+                if not self._put(work):
                     return
             self._put(None)
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer thread, which re-raises it
             self._put(exc)
 
+    def queued(self) -> Iterator[_Work]:
+        """The batches this thread prepared, in order; re-raises its exception."""
+        while True:
+            work = self.out.get()
+            if work is None:
+                return
+            if isinstance(work, BaseException):
+                raise work
+            yield work
 
-def run(config: RunConfig, progress: ProgressCallback | None = None, stop: threading.Event | None = None) -> RunSummary:
+
+class _SerialWriter:
+    """``BackgroundWriter``'s interface, appending in the calling thread (the serial mode)."""
+
+    def __init__(self, writer: Any) -> None:
+        self.submit = writer.append
+
+    def close(self) -> None:
+        return
+
+
+def run(
+    config: RunConfig, progress: ProgressCallback | None = None, stop: threading.Event | None = None, timer: StageTimer | None = None
+) -> RunSummary:
     """Run the whole job. Raises AllbatchError for user-facing problems before anything is written.
 
     Order: the cheap checks first (options, SRC and its files, the output path and its lock, the model
     artifact and whether it fits allbatch), then the inference runtime and device, then the results file.
     ``stop``: when set (the CLI sets it on SIGINT/SIGTERM) the run stops after the chunk in flight: its
     rows and every queued row are committed, the file is left in its working layout for ``--resume``,
-    and the summary says ``interrupted``.
+    and the summary says ``interrupted``. ``timer`` (optional) accumulates each stage's time (see
+    ``allbatch.stage_timer``); None costs nothing.
     """
     stop = stop or threading.Event()
     if config.batch_size < 1:
@@ -378,14 +425,16 @@ def run(config: RunConfig, progress: ProgressCallback | None = None, stop: threa
     artifact = load_model_artifact(config.model)
     check_model_fits(artifact)
 
-    from allbatch.backends.select import create_backend, resolve_decoder
+    from allbatch.backends.select import HOST_BACKENDS, create_backend, resolve_decoder
     from allbatch.results.writer import BackgroundWriter, ResultsWriter
 
     compat = compat_key(artifact) | shard_compat(record)
-    with create_backend(config.backend, artifact, max_batch=config.batch_size) as backend:
+    with create_backend(config.backend, artifact, max_batch=config.batch_size, precision=config.precision) as backend:
         decoder = resolve_decoder(config.decoder, for_backend=backend.name)
-        if decoder == "dali" and backend.name == "onnxruntime":
-            raise UserInputError("--decoder dali leaves images on the GPU, but onnxruntime runs on the host: use --decoder cpu or dali-cpu")
+        if decoder == "dali" and backend.name in HOST_BACKENDS:
+            raise UserInputError(
+                f"--decoder dali leaves images on the GPU, but {backend.name} runs on the host: use --decoder cpu or dali-cpu"
+            )
         summary = RunSummary(str(config.output), len(files), 0, 0, 0, 0, 0.0, backend.name, decoder, backend.device)
         if stop.is_set():  # stopped while the model loaded: nothing is written
             summary.interrupted = True
@@ -404,18 +453,21 @@ def run(config: RunConfig, progress: ProgressCallback | None = None, stop: threa
         with ResultsWriter.open(config.output, mode=config.mode, provenance=provenance, compat=compat, expected_rows=len(files)) as writer:
             committed = writer.committed()
             preparer = make_preparer(decoder, artifact, config)
-            background = BackgroundWriter(writer)
-            producer = _Producer(files, committed, preparer, config.batch_size, first_index=record.start)
+            background = _SerialWriter(writer) if config.serial else BackgroundWriter(writer)
+            producer = _Producer(files, committed, preparer, config.batch_size, first_index=record.start, timer=timer)
             qc_stage = QcStage(artifact.manifest)
-            consumer = _Consumer(producer, backend, background, summary, progress, stop, config, started, qc_stage)
+            consumer = _Consumer(producer, backend, background, summary, progress, stop, config, started, qc_stage, timer)
             try:
-                producer.start()
+                if not config.serial:
+                    producer.start()
                 consumer.run()
             finally:
                 producer.stop.set()
-                producer.join()
+                if producer.ident is not None:  # started (the threaded mode)
+                    producer.join()
                 preparer.close()
-                background.close()
+                with timed(timer, "write", 0):  # the writer's last flushes
+                    background.close()
             if consumer.superseded:
                 writer.supersede(consumer.superseded)
             # An interrupted run keeps the working layout: closing is instant, and eval/export see it is incomplete.
@@ -454,9 +506,11 @@ class _Consumer:
         config: RunConfig,
         started: float,
         qc_stage: QcStage | None = None,
+        timer: StageTimer | None = None,
     ) -> None:
         self.producer = producer
         self.qc_stage = qc_stage
+        self.timer = timer
         self.backend = backend
         self.background = background
         self.summary = summary
@@ -472,8 +526,20 @@ class _Consumer:
         if 0 <= label < len(self.labels):
             self.labels[label] += 1
 
+    def _works(self) -> Iterator[_Work]:
+        """Prepared batches until the end of the input or a stop: made in this thread in the serial mode,
+        else taken from the producer thread's queue."""
+        if self.config.serial:
+            for prepared in self.producer.prepared():
+                yield prepared
+                if self.stop.is_set():
+                    return
+            return
+        while (queued := self._next_work()) is not None:
+            yield queued
+
     def _next_work(self) -> _Work | None:
-        """The next prepared batch; None at the end of the input or when a stop was requested."""
+        """The next batch from the producer thread; None at the end of the input or when a stop was requested."""
         while not self.stop.is_set():
             try:
                 work = self.producer.out.get(timeout=POLL_SECONDS)
@@ -485,7 +551,7 @@ class _Consumer:
         return None
 
     def run(self) -> None:
-        while (work := self._next_work()) is not None:
+        for work in self._works():
             batch = work.batch
             start = 0
             while start < len(batch.images):
@@ -504,13 +570,15 @@ class _Consumer:
         n_ok = len(chunk.ok_positions)
         if n_ok:
             began = time.perf_counter()
-            output = self.backend.infer(chunk.inputs)
+            with timed(self.timer, "infer", n_ok):
+                output = self.backend.infer(chunk.inputs)
             self.seconds_per_image = (time.perf_counter() - began) / n_ok
         else:
             output = InferenceOutput.empty(len(CLASS_NAMES), 0)
         qc = self.qc_stage(chunk, output) if self.qc_stage is not None else None  # measures and flags; never changes output
         rows = rows_for(chunk, output, qc)
-        self.background.submit(rows)
+        with timed(self.timer, "write", len(chunk.images)):
+            self.background.submit(rows)
         summary = self.summary
         summary.processed += len(chunk.images)
         summary.ok += n_ok

@@ -131,7 +131,7 @@ step run-cpu 100 "${to_file[@]}" "$WORK/run-cpu.json" "$PY" -m allbatch run "$WO
 step parity 30 "$PY" benchmarks/gpu_verify.py compare "$WORK/gpu.h5" "$WORK/cpu.h5" --json "$OUT/parity.json"
 threads=$(nproc); ((threads > 16)) && threads=16  # what `allbatch run` gives the decoder (auto_decode_threads)
 step bench 150 "$PY" -m allbatch bench "$WORK/images" --backend "$BACKEND" --decoder "$DECODER" --batch-sizes "$BATCH" \
-    --repeats 2 --warmup 1 --limit "$BENCH_COUNT" --decode-threads "$threads" "${model_args[@]}" --no-plots --quiet \
+    --repeats 2 --warmup 1 --limit "$BENCH_COUNT" --decode-threads "$threads" "${model_args[@]}" --quiet \
     --json "$OUT/bench.json"
 
 if [[ -n "$sampler" ]]; then kill "$sampler" 2> /dev/null; wait "$sampler" 2> /dev/null; fi

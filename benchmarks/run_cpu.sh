@@ -1,15 +1,12 @@
 #!/usr/bin/env bash
-# CPU throughput benchmark (ONNX Runtime + Pillow/NumPy preparer), as recorded in benchmarks/results/.
-#
-# Two runs, each against the naive per-image baseline on the same images and model:
-#   1. the development images (224x224): LIMIT images (default 256), batch sizes 8 and 32;
-#   2. synthetic 2048x1536 field images (made by make_large_fields.py): LARGE_LIMIT images (default 48).
-# Writes benchmarks/results/<machine>-<date>.json and -large.json, each with two PNG plots beside it.
-#
-# Environment: PYTHON (default .venv/bin/python), MODEL (default: the shipped model, else an untrained
-# DenseNet201 export), SRC (default: the dataset's Original folder, else the demo images), LIMIT,
-# LARGE_DIR (default /tmp/allbatch-large), LARGE_LIMIT, MACHINE (label in the file names).
-# Run it on an otherwise idle machine: the report records the load average and busy processes.
+# CPU benchmarks as recorded in benchmarks/results/ (README "CPU figures"):
+#   1. the OpenVINO bf16 agreement gate on 256 real development images (stored in the compile cache);
+#   2. `allbatch bench` with the backend `auto` picks on a CPU (OpenVINO, bf16 where native) against the naive
+#      per-image loop, paired rounds; benchmarks/report.py adds targets and plots;
+#   3. the paired OpenVINO vs ONNX Runtime comparison on one real batch.
+# Environment: PYTHON (default .venv/bin/python), SRC (default: the dataset's Original folder, else the demo
+# images), LIMIT (bench images, default 64), BATCH_SIZES (default 16), ROUNDS (default 3), MACHINE (label in the
+# file names). The reports record the load average: say so when it was high.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
@@ -18,19 +15,18 @@ cpu_model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1 | tr
 MACHINE=${MACHINE:-cpu$(nproc)-${cpu_model:-unknown}}
 STAMP=$(date -u +%Y%m%d)
 OUT=benchmarks/results
-LARGE_DIR=${LARGE_DIR:-/tmp/allbatch-large}
-model_args=()
-if [[ -n "${MODEL:-}" ]]; then model_args=(--model "$MODEL"); fi
-src_args=()
-if [[ -n "${SRC:-}" ]]; then src_args=("$SRC"); fi
-common=(--backend onnxruntime --decoder cpu --batch-sizes 8,32 --repeats 3 --warmup 1)
+SRC=${SRC:-$("$PY" -c "from allbatch.bench.runner import default_source; print(default_source())")}
 
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
-"$PY" -m allbatch bench "${src_args[@]}" "${common[@]}" --limit "${LIMIT:-256}" "${model_args[@]}" \
-    --json "$OUT/$MACHINE-$STAMP.json"
-
-if [[ ! -d "$LARGE_DIR" ]]; then
-    "$PY" benchmarks/make_large_fields.py --out "$LARGE_DIR" --count 48
-fi
-"$PY" -m allbatch bench "$LARGE_DIR" "${common[@]}" --limit "${LARGE_LIMIT:-48}" "${model_args[@]}" \
-    --json "$OUT/$MACHINE-$STAMP-large.json"
+"$PY" - "$SRC" <<'PYEOF'
+import json, sys
+from pathlib import Path
+from allbatch.backends.openvino_backend import OpenVinoBackend
+from allbatch.manifest import load_model_artifact
+with OpenVinoBackend(load_model_artifact(None), precision="auto", check_images=Path(sys.argv[1])) as backend:
+    print(json.dumps(backend.describe().get("bf16_agreement", {"precision": backend.precision}), indent=1))
+PYEOF
+"$PY" -m allbatch bench "$SRC" --backend auto --decoder auto --batch-sizes "${BATCH_SIZES:-16}" \
+    --repeats "${ROUNDS:-3}" --warmup 1 --limit "${LIMIT:-64}" --json "$OUT/$MACHINE-$STAMP.json"
+"$PY" benchmarks/report.py "$OUT/$MACHINE-$STAMP.json"
+"$PY" benchmarks/openvino_vs_onnxruntime.py "$SRC" --batch 16 --rounds 5 --out "$OUT/$MACHINE-$STAMP-openvino-vs-onnxruntime.json"

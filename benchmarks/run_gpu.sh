@@ -33,8 +33,10 @@ common=(--backend torch --decoder dali --precision fp16 --batch-sizes "${BATCH_S
 
 "$PY" -m allbatch bench "${src_args[@]}" "${common[@]}" --limit "${LIMIT:-2048}" "${model_args[@]}" \
     --json "$RESULTS/$MACHINE-$STAMP.json"
+"$PY" benchmarks/report.py "$RESULTS/$MACHINE-$STAMP.json"  # targets and plots
 if [[ ! -d "$LARGE_DIR" ]]; then
     "$PY" benchmarks/make_large_fields.py --out "$LARGE_DIR" --count 256
 fi
 "$PY" -m allbatch bench "$LARGE_DIR" "${common[@]}" --limit "${LARGE_LIMIT:-256}" "${model_args[@]}" \
     --json "$RESULTS/$MACHINE-$STAMP-large.json"
+"$PY" benchmarks/report.py "$RESULTS/$MACHINE-$STAMP-large.json"

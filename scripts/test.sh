@@ -12,7 +12,8 @@ pip install -q --upgrade pip 2>&1 | grep -v "Location" || true
 # torch: pinned, so pip takes the CPU build that lies on this machine's disk; an unpinned torch pulls
 # several GB of CUDA packages. On a GPU machine with torch preinstalled this is already satisfied.
 "$VENV/bin/python" -c "import torch" 2>/dev/null || pip install -q torch==2.13.0 2>&1 | grep -v "Location" || true
-pip install -q -e ".[train,dev,ray]" nvidia-dali-cuda130 2>&1 | grep -v "Location" || true
+# openvino: a 60 MB wheel, so CI runs the OpenVINO backend's tests too
+pip install -q -e ".[train,dev,ray,openvino]" nvidia-dali-cuda130 2>&1 | grep -v "Location" || true
 # Headless Chromium for the report's screenshot test (Debian's package); the test skips with its reason where
 # neither chromium is installed nor apt-get can install it.
 if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then

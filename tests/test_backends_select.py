@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from allbatch.backends.openvino_backend import OpenVinoBackend
 from allbatch.backends.ort_backend import OnnxRuntimeBackend
 from allbatch.backends.select import (
     BACKEND_NAMES,
@@ -32,6 +33,7 @@ def _has_cuda() -> bool:
 
 
 CUDA = _has_cuda()
+OPENVINO = backend_availability()["openvino"][0]
 no_cuda_only = pytest.mark.skipif(CUDA, reason="checks the behaviour of a machine without CUDA")
 
 
@@ -59,7 +61,7 @@ def backend_log() -> Iterator[list[logging.LogRecord]]:
 
 
 def test_names() -> None:
-    assert BACKEND_NAMES == ("auto", "onnxruntime", "torch", "tensorrt")
+    assert BACKEND_NAMES == ("auto", "onnxruntime", "openvino", "torch", "tensorrt")
     assert DECODER_NAMES == ("auto", "cpu", "dali", "dali-cpu")
 
 
@@ -67,7 +69,7 @@ def test_backend_availability_reports_every_backend_with_a_reason() -> None:
     import onnxruntime
 
     availability = backend_availability()
-    assert set(availability) == {"onnxruntime", "torch", "tensorrt"}
+    assert set(availability) == {"onnxruntime", "openvino", "torch", "tensorrt"}
     for usable, reason in availability.values():
         assert isinstance(usable, bool) and reason
     assert availability["onnxruntime"] == (True, availability["onnxruntime"][1])
@@ -78,12 +80,25 @@ def test_backend_availability_reports_every_backend_with_a_reason() -> None:
 
 
 @no_cuda_only
-def test_auto_picks_onnxruntime_here_and_logs_why(artifact: ModelArtifact, backend_log: list[logging.LogRecord]) -> None:
+def test_auto_picks_the_fastest_cpu_backend_here_and_logs_why(artifact: ModelArtifact, backend_log: list[logging.LogRecord]) -> None:
     backend = create_backend("auto", artifact, max_batch=8)
-    assert isinstance(backend, OnnxRuntimeBackend)
     messages = [record.getMessage() for record in backend_log]
-    assert any(m.startswith("backend onnxruntime (auto): onnxruntime") for m in messages), messages
+    if OPENVINO:
+        assert isinstance(backend, OpenVinoBackend)
+        assert backend.requested_precision == "auto"  # the default fp16 means "reduced precision where native"
+        assert any(m.startswith("backend openvino (auto): openvino") and "fastest CPU backend" in m for m in messages), messages
+    else:
+        assert isinstance(backend, OnnxRuntimeBackend)
+        assert any(m.startswith("backend onnxruntime (auto): onnxruntime") for m in messages), messages
+        assert any("openvino skipped: openvino not installed" in m for m in messages), messages
     assert any("tensorrt skipped" in m for m in messages) and any("torch skipped" in m for m in messages)
+
+
+def test_bf16_is_for_openvino_only(artifact: ModelArtifact) -> None:
+    table = {**GPU_MACHINE}
+    assert choose_backend("onnxruntime", table.__getitem__)[0] == "onnxruntime"
+    with pytest.raises(UserInputError, match="precision bf16 applies to the openvino backend only, not onnxruntime"):
+        create_backend("onnxruntime", artifact, max_batch=8, precision="bf16")
 
 
 def test_explicit_onnxruntime_is_served(artifact: ModelArtifact) -> None:
@@ -105,7 +120,8 @@ def test_explicit_torch_is_unavailable_here_because_of_cuda(artifact: ModelArtif
 @pytest.mark.parametrize(
     ("kwargs", "error"),
     [
-        ({"name": "openvino"}, "unknown backend 'openvino'"),
+        ({"name": "openvivo"}, "unknown backend 'openvivo'"),
+        ({"name": "onnxruntime", "precision": "fp8"}, "unknown precision 'fp8'"),
         ({"name": "auto", "precision": "int8"}, "unknown precision 'int8'"),
         ({"name": "auto", "max_batch": 0}, "max_batch must be at least 1"),
     ],
@@ -117,7 +133,12 @@ def test_bad_arguments_are_user_errors(artifact: ModelArtifact, kwargs: dict[str
 
 
 # The selection order itself, on availability tables (a GPU machine's answers cannot be produced here).
-GPU_MACHINE = {"tensorrt": (True, "tensorrt 10.x"), "torch": (True, "torch on CUDA"), "onnxruntime": (True, "onnxruntime on CPU")}
+GPU_MACHINE = {
+    "tensorrt": (True, "tensorrt 10.x"),
+    "torch": (True, "torch on CUDA"),
+    "openvino": (True, "openvino on CPU"),
+    "onnxruntime": (True, "onnxruntime on CPU"),
+}
 
 
 @pytest.mark.parametrize(
@@ -125,7 +146,8 @@ GPU_MACHINE = {"tensorrt": (True, "tensorrt 10.x"), "torch": (True, "torch on CU
     [
         (GPU_MACHINE, "tensorrt"),
         ({**GPU_MACHINE, "tensorrt": (False, "tensorrt not installed")}, "torch"),
-        ({**GPU_MACHINE, "tensorrt": (False, "x"), "torch": (False, "y")}, "onnxruntime"),
+        ({**GPU_MACHINE, "tensorrt": (False, "x"), "torch": (False, "y")}, "openvino"),
+        ({**GPU_MACHINE, "tensorrt": (False, "x"), "torch": (False, "y"), "openvino": (False, "z")}, "onnxruntime"),
     ],
 )
 def test_auto_order(table: dict[str, tuple[bool, str]], expected: str) -> None:
@@ -145,7 +167,9 @@ def test_auto_asks_only_as_far_as_needed() -> None:
 
 def test_nothing_usable_lists_every_reason() -> None:
     table = {name: (False, f"no {name}") for name in GPU_MACHINE}
-    with pytest.raises(BackendUnavailableError, match="tensorrt: no tensorrt; torch: no torch; onnxruntime: no onnxruntime"):
+    with pytest.raises(
+        BackendUnavailableError, match="tensorrt: no tensorrt; torch: no torch; openvino: no openvino; onnxruntime: no onnxruntime"
+    ):
         choose_backend("auto", table.__getitem__)
 
 
@@ -200,6 +224,7 @@ def test_auto_decoder_is_cpu_without_a_gpu() -> None:
 def test_explicit_decoders() -> None:
     assert resolve_decoder("cpu") == "cpu"
     assert resolve_decoder("auto", for_backend="onnxruntime") == "cpu"
+    assert resolve_decoder("auto", for_backend="openvino") == "cpu"
     if decoder_availability()["dali-cpu"][0]:
         assert resolve_decoder("dali-cpu") == "dali-cpu"
     with pytest.raises(UserInputError, match="unknown decoder 'nvjpeg'"):

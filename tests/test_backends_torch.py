@@ -19,7 +19,7 @@ from allbatch.manifest import ModelArtifact, load_model_artifact
 torch = pytest.importorskip("torch", reason="the torch backend needs torch")
 
 from allbatch.backends.ort_backend import OnnxRuntimeBackend  # noqa: E402 - after the importorskip
-from allbatch.backends.torch_backend import TorchBackend, chunk_rows, load_torch_model  # noqa: E402
+from allbatch.backends.torch_backend import TorchBackend, load_torch_model  # noqa: E402
 
 PARITY_ATOL = 1e-4
 DEMO = Path(__file__).resolve().parents[1] / "allbatch" / "demo"
@@ -126,14 +126,6 @@ def test_weights_that_do_not_fit_the_architecture_are_a_model_error(artifact: Mo
     wider = {**artifact.manifest.architecture, "growth_rate": 12}
     with pytest.raises(ModelError, match="weights do not fit"):
         load_torch_model(replace(artifact, manifest=replace(artifact.manifest, architecture=wider)))
-
-
-@pytest.mark.parametrize(
-    ("n", "max_batch", "chunks"),
-    [(1, 256, [(0, 1)]), (256, 256, [(0, 256)]), (8, 3, [(0, 3), (3, 3), (6, 2)]), (0, 4, []), (9, 4, [(0, 4), (4, 4), (8, 1)])],
-)
-def test_chunk_rows(n: int, max_batch: int, chunks: list[tuple[int, int]]) -> None:
-    assert chunk_rows(n, max_batch) == chunks
 
 
 def test_static_shapes_pad_the_last_partial_chunk_on_the_cpu(

@@ -2,49 +2,63 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 from allbatch.bench.runner import select_images
-from allbatch.bench.targets import TargetContext, evaluate_targets, is_hopper
 from allbatch.bench.timing import summarise, throughput
 from allbatch.cli.bench_cmd import parse_batch_sizes
 from allbatch.discover import DiscoveredFile
 from allbatch.errors import UserInputError
 
-SHARES = {"read": 0.01, "decode": 0.04, "segment": 0.05, "assemble": 0.02, "infer": 0.85, "write": 0.03}
+SHARES = {"read": 0.01, "prepare": 0.11, "infer": 0.85, "write": 0.03}
+REPORT_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "report.py"
 
 
-def context(**changes: object) -> TargetContext:
-    values: dict[str, object] = dict(
-        on_gpu=False, gpu_name="", backend="onnxruntime", decoder="cpu", full_model=True,
-        stage_shares=SHARES, end_to_end=18.0, infer_only=20.0, baseline=10.0,
-    )  # fmt: skip
-    values.update(changes)
-    return TargetContext(**values)  # type: ignore[arg-type]
+@pytest.fixture(scope="module")
+def report() -> ModuleType:
+    """benchmarks/report.py (benchmark-only code, not part of the installed package), loaded from its file."""
+    spec = importlib.util.spec_from_file_location("bench_report", REPORT_SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def test_cpu_run_meets_and_misses_with_the_limiting_stage() -> None:
-    targets = evaluate_targets(context(end_to_end=16.0))
-    ratio = targets["end_to_end_vs_infer_only"]
-    assert ratio["measured"] == pytest.approx(0.8) and ratio["met"] is False
-    assert ratio["limiting_stage"] == {"stage": "infer", "share": 0.85}
+def doc(*, backend: str = "onnxruntime", decoder: str = "cpu", device: str = "cpu (2 cores)", full: bool = True,
+        e2e: float = 18.0, vs_infer: float = 0.9, vs_baseline: float | None = 1.8) -> dict[str, object]:  # fmt: skip
+    """The parts of a bench report the targets read."""
+    return {
+        "summary": {"best_batch_size": 8, "end_to_end_images_per_s": e2e, "end_to_end_vs_infer_only": vs_infer,
+                    "end_to_end_vs_baseline": vs_baseline},
+        "pipeline": {"backend": backend, "decoder": decoder, "device": device},
+        "model": {"full_densenet201": full},
+        "batch_sizes": {"8": {"serial": {"stages": {stage: {"share": share} for stage, share in SHARES.items()}}}},
+    }  # fmt: skip
+
+
+def test_cpu_run_meets_and_misses_with_the_limiting_stage(report: ModuleType) -> None:
+    targets = report.evaluate_targets(doc(vs_infer=0.8, vs_baseline=1.6))
+    assert targets["end_to_end_vs_infer_only"]["met"] is False
+    assert targets["end_to_end_vs_infer_only"]["limiting_stage"] == {"stage": "infer", "share": 0.85}
     cpu = targets["end_to_end_vs_baseline_cpu"]
-    assert cpu["measured"] == pytest.approx(1.6) and cpu["met"] is True and cpu["applicable"] is True
-    assert "limiting_stage" not in cpu
+    assert (cpu["met"], cpu["applicable"], cpu["measured"]) == (True, True, 1.6)
+    assert "limiting_stage" not in targets["end_to_end_vs_baseline_cpu"]
     assert targets["end_to_end_vs_baseline_gpu"]["applicable"] is False
-    assert targets["end_to_end_h100"]["applicable"] is False
+    openvino = report.evaluate_targets(doc(backend="openvino", vs_baseline=1.2))
+    assert openvino["end_to_end_vs_baseline_cpu"]["applicable"] is True and openvino["end_to_end_vs_baseline_cpu"]["met"] is False
+    assert report.evaluate_targets(doc(full=False))["end_to_end_vs_baseline_cpu"]["applicable"] is False
 
 
-def test_h100_target_applies_only_to_dali_and_torch_on_an_h100() -> None:
-    gpu = {"on_gpu": True, "backend": "torch", "end_to_end": 3500.0, "infer_only": 3600.0, "baseline": 150.0}
-    on_h100 = evaluate_targets(context(gpu_name="NVIDIA H100 80GB HBM3", decoder="dali", **gpu))
-    assert on_h100["end_to_end_h100"]["applicable"] is True and on_h100["end_to_end_h100"]["met"] is True
-    assert on_h100["end_to_end_vs_baseline_gpu"]["measured"] == pytest.approx(3500 / 150, rel=1e-4)
-    assert on_h100["end_to_end_vs_baseline_cpu"]["applicable"] is False
-    cpu_decode = evaluate_targets(context(gpu_name="NVIDIA H100 80GB HBM3", decoder="cpu", **gpu))
-    assert cpu_decode["end_to_end_h100"]["applicable"] is False
+def test_h100_target_applies_only_to_dali_and_torch_on_an_h100(report: ModuleType) -> None:
+    h100 = doc(backend="torch", decoder="dali", device="NVIDIA H100 80GB HBM3", e2e=3100.0, vs_baseline=25.0)
+    targets = report.evaluate_targets(h100)
+    assert (targets["end_to_end_h100"]["met"], targets["end_to_end_h100"]["applicable"]) == (True, True)
+    assert targets["end_to_end_vs_baseline_gpu"]["applicable"] is True and targets["end_to_end_vs_baseline_cpu"]["applicable"] is False
+    assert report.evaluate_targets(doc(backend="tensorrt", decoder="dali", device="NVIDIA H100"))["end_to_end_h100"]["applicable"] is False
 
 
 @pytest.mark.parametrize(
@@ -59,16 +73,13 @@ def test_h100_target_applies_only_to_dali_and_torch_on_an_h100() -> None:
         ("", False),
     ],
 )
-def test_the_3000_target_applies_on_h100_and_h200(name: str, hopper: bool) -> None:
-    assert is_hopper(name) is hopper
-    gpu = {"on_gpu": True, "backend": "torch", "decoder": "dali", "end_to_end": 3500.0}
-    assert evaluate_targets(context(gpu_name=name, **gpu))["end_to_end_h100"]["applicable"] is hopper
+def test_the_3000_target_applies_on_h100_and_h200(report: ModuleType, name: str, hopper: bool) -> None:
+    assert report.is_hopper(name) is hopper
 
 
-def test_without_a_baseline_the_baseline_targets_are_not_measured() -> None:
-    targets = evaluate_targets(context(baseline=None))
-    assert targets["end_to_end_vs_baseline_cpu"]["measured"] is None
-    assert targets["end_to_end_vs_baseline_cpu"]["met"] is None
+def test_without_a_baseline_the_baseline_targets_are_not_measured(report: ModuleType) -> None:
+    targets = report.evaluate_targets(doc(vs_baseline=None))
+    assert targets["end_to_end_vs_baseline_cpu"]["met"] is None and targets["end_to_end_vs_baseline_cpu"]["measured"] is None
 
 
 def test_statistics() -> None:

@@ -45,7 +45,11 @@ def test_collect_info_is_complete_and_json_serialisable(info: dict[str, Any]) ->
     assert info["libraries"]["onnxruntime"] == onnxruntime.__version__
     assert set(info["libraries"]) == {"numpy", "h5py", "pillow", "onnx", "onnxruntime", "typer", "rich"}
     assert set(info["optional_libraries"]) == set(OPTIONAL_MODULES)
-    assert set(info["backends"]) == {"onnxruntime", "torch", "tensorrt"}
+    assert set(info["backends"]) == {"onnxruntime", "openvino", "torch", "tensorrt"}
+    assert info["backend_auto"]["backend"] in info["backends"] and info["backend_auto"]["reason"]
+    isa = info["cpu"]["isa"]
+    assert set(isa) >= {"avx2", "avx512", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8"}
+    assert info["cpu"]["native_bf16"] == (isa["avx512_bf16"] or isa["amx_bf16"])
     assert set(info["decoders"]) == {"cpu", "dali", "dali-cpu"}
     assert info["backends"]["onnxruntime"]["available"] is True
     assert info["cpu"]["logical_cores"] >= 1 and info["cpu"]["model"]
@@ -65,7 +69,8 @@ def test_optional_versions_match_what_imports(info: dict[str, Any]) -> None:
 
 def test_render_shows_every_section(info: dict[str, Any]) -> None:
     text = rendered(info)
-    for needle in ("numpy", "backend onnxruntime", "backend torch", "backend tensorrt", "decoder cpu", "decoder dali", "model verified"):
+    needles = ("numpy", "cpu isa", "backend onnxruntime", "backend openvino", "backend torch", "backend tensorrt", "backend auto")
+    for needle in (*needles, "decoder cpu", "decoder dali", "model verified"):
         assert needle in text, needle
 
 

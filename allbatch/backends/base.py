@@ -1,14 +1,22 @@
-"""The backend protocol every runtime implements (ONNX Runtime, torch CUDA, TensorRT), and what they return."""
+"""The backend protocol, the base class every runtime derives from (ONNX Runtime, OpenVINO, torch CUDA, TensorRT),
+and what they return."""
 
 from __future__ import annotations
 
+import os
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, ClassVar, Protocol, Self
 
 import numpy as np
 import numpy.typing as npt
+
+from allbatch.backends.validate import InvalidBatchError, validate_batch
+from allbatch.errors import UserInputError
+from allbatch.manifest import ModelArtifact
 
 F32 = npt.NDArray[np.float32]
 
@@ -81,7 +89,7 @@ class Backend(Protocol):
     """
 
     name: str
-    """Registry name: "onnxruntime", "torch" or "tensorrt"."""
+    """Registry name: "onnxruntime", "openvino", "torch" or "tensorrt"."""
     device: str
     """Human-readable device, e.g. "cpu (2 cores)" or "NVIDIA H100 80GB HBM3"."""
 
@@ -94,3 +102,114 @@ class Backend(Protocol):
     def describe(self) -> dict[str, Any]:
         """Provenance written into results.h5 (versions, precision, engine key, ...)."""
         ...
+
+
+class BaseBackend(ABC):
+    """What every backend shares (the Polygraphy ``BaseRunner`` idea): the lifetime guard, input validation,
+    host/device dispatch and chunking are written here once; a backend implements ``_load`` / ``_release``
+    (create and free its runtime), ``_infer_chunk`` (one chunk of at most ``max_batch`` rows) and ``describe``.
+
+    ``infer(batch)`` takes a (N, 2, 3, S, S) float32 batch normalised as the manifest says:
+
+    - a NumPy array on the host: validated, then handed to ``_from_host`` (a GPU backend uploads it there);
+    - any other array: only for backends with ``accepts_device_arrays`` (``_from_device`` validates it and
+      returns something sliceable along N), else InvalidBatchError naming the decoder to use;
+
+    and returns an ``InferenceOutput`` on the host. Rows are run in chunks of ``max_batch`` (None: one chunk)
+    inside ``_call_context()`` (e.g. torch's inference mode, the backend's CUDA device).
+
+    ``_accept()`` runs right after ``_load`` with ``infer`` already usable (a reduced-precision agreement
+    gate); if it raises, the backend is closed again before the error propagates.
+    """
+
+    name: str
+    """Registry name: "onnxruntime", "openvino", "torch" or "tensorrt"."""
+    accepts_device_arrays: ClassVar[bool] = False
+    """True for GPU backends that take CUDA arrays in place; host-only backends take NumPy arrays only."""
+
+    def __init__(self, artifact: ModelArtifact, max_batch: int | None) -> None:
+        if max_batch is not None and max_batch < 1:
+            raise UserInputError(f"{self.name}: max_batch must be at least 1, got {max_batch}")
+        self.artifact = artifact
+        self.max_batch = max_batch
+        self.device = f"cpu ({os.cpu_count() or 1} cores)"
+        """Human-readable device, e.g. "cpu (2 cores)" or "NVIDIA H100 80GB HBM3" (set by ``_load`` on a GPU)."""
+        self._active = False
+
+    # -- lifetime ---------------------------------------------------------------------------------
+
+    def __enter__(self) -> Self:
+        self._load()
+        self._active = True
+        try:
+            self._accept()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self._active = False
+        self._release()
+
+    @abstractmethod
+    def _load(self) -> None:
+        """Create the runtime (session, compiled model, engine); raise BackendUnavailableError or ModelError."""
+
+    @abstractmethod
+    def _release(self) -> None:
+        """Free what ``_load`` created; also called after a failed ``_accept`` (so it must cope with a partial load)."""
+
+    def _accept(self) -> None:
+        """Refuse (raise) a runtime whose results cannot be trusted; nothing to check by default."""
+        return
+
+    # -- inference --------------------------------------------------------------------------------
+
+    def infer(self, batch: Any) -> InferenceOutput:
+        """(N, 2, 3, S, S) float32 -> probs, logits (N, C) and features (N, F), float32 on the host.
+
+        Raises:
+            RuntimeError: called outside the backend's ``with`` block.
+            InvalidBatchError: wrong shape or dtype, or an array type this backend does not take.
+        """
+        if not self._active:
+            raise RuntimeError(f"{type(self).__name__}.infer called outside its `with` block")
+        manifest = self.artifact.manifest
+        with self._call_context():
+            if isinstance(batch, np.ndarray):
+                validate_batch(batch.shape, batch.dtype.name, manifest, self.name)
+                x = self._from_host(batch)
+            elif self.accepts_device_arrays:
+                x = self._from_device(batch)
+            else:
+                raise InvalidBatchError(
+                    f"{self.name} runs on the CPU and takes a NumPy array; got {type(batch).__module__}.{type(batch).__name__} "
+                    f"(use --decoder cpu or dali-cpu with --backend {self.name})"
+                )
+            n = int(x.shape[0])
+            step = self.max_batch or max(n, 1)
+            parts = [self._infer_chunk(x[start : start + step]) for start in range(0, n, step)]
+        if not parts:
+            return InferenceOutput.empty(len(manifest.class_names), manifest.num_features)
+        return InferenceOutput.concat(parts)
+
+    def _call_context(self) -> AbstractContextManager[Any]:
+        """Entered around one ``infer`` call (validation, transfers and every chunk)."""
+        return nullcontext()
+
+    def _from_host(self, batch: npt.NDArray[np.float32]) -> Any:
+        """A validated host batch as ``_infer_chunk`` takes it (C-contiguous NumPy by default)."""
+        return np.ascontiguousarray(batch)
+
+    def _from_device(self, batch: Any) -> Any:
+        """A device batch, validated, as ``_infer_chunk`` takes it (backends with ``accepts_device_arrays``)."""
+        raise NotImplementedError
+
+    @abstractmethod
+    def _infer_chunk(self, x: Any) -> InferenceOutput:
+        """One chunk of 1..max_batch rows (as ``_from_host`` / ``_from_device`` returned it) -> host outputs."""
+
+    @abstractmethod
+    def describe(self) -> dict[str, Any]:
+        """Provenance written into results.h5 (versions, ``compute_precision``, engine key, ...)."""

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import logging
 import os
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from allbatch.backends.base import InferenceOutput
-from allbatch.backends.validate import InvalidBatchError, validate_batch
+from allbatch.backends.base import BaseBackend, InferenceOutput
 from allbatch.errors import ModelError, UserInputError
 from allbatch.manifest import ModelArtifact
 
@@ -26,25 +24,25 @@ log = logging.getLogger("allbatch.backends")
 PROVIDER = "CPUExecutionProvider"
 
 
-class OnnxRuntimeBackend:
+class OnnxRuntimeBackend(BaseBackend):
     """Runs the model artifact with ONNX Runtime's CPU execution provider.
 
     Args:
         artifact: the verified model (ONNX path + manifest).
         threads: intra-op threads; ``None`` lets ONNX Runtime use every core.
+        max_batch: the largest chunk run at once; ``None`` runs every batch whole.
     """
 
     name = "onnxruntime"
 
-    def __init__(self, artifact: ModelArtifact, threads: int | None = None) -> None:
+    def __init__(self, artifact: ModelArtifact, threads: int | None = None, max_batch: int | None = None) -> None:
         if threads is not None and threads < 1:
             raise UserInputError(f"onnxruntime: threads must be at least 1, got {threads}")
-        self.artifact = artifact
+        super().__init__(artifact, max_batch)
         self.threads = threads
-        self.device = f"cpu ({os.cpu_count() or 1} cores)"
         self._session: onnxruntime.InferenceSession | None = None
 
-    def __enter__(self) -> Self:
+    def _load(self) -> None:
         import onnxruntime as ort
         from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument, InvalidGraph, InvalidProtobuf, NoSuchFile
 
@@ -67,29 +65,15 @@ class OnnxRuntimeBackend:
             )
         self._session = session
         log.debug("onnxruntime %s session on %s, providers %s", ort.__version__, self.device, session.get_providers())
-        return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def _release(self) -> None:
         self._session = None  # the session frees its arena when the last reference goes
 
-    def infer(self, batch: Any) -> InferenceOutput:
-        """(N, 2, 3, S, S) float32 NumPy array on the host -> probs, logits (N, C) and features (N, F), float32 on the host.
-
-        Raises:
-            InvalidBatchError: not a NumPy array (e.g. a CuPy array on the GPU), wrong shape or dtype.
-        """
-        if self._session is None:
-            raise RuntimeError("OnnxRuntimeBackend.infer called outside its `with` block")
-        if not isinstance(batch, np.ndarray):
-            raise InvalidBatchError(
-                f"onnxruntime runs on the CPU and takes a NumPy array; got {type(batch).__module__}.{type(batch).__name__} "
-                "(use --decoder cpu with --backend onnxruntime)"
-            )
+    def _infer_chunk(self, x: Any) -> InferenceOutput:
+        """(n, 2, 3, S, S) float32 C-contiguous host array -> probs, logits (n, C) and features (n, F) on the host."""
+        assert self._session is not None  # set by _load; infer checks the `with` block
         manifest = self.artifact.manifest
-        validate_batch(batch.shape, batch.dtype.name, manifest, self.name)
-        if batch.shape[0] == 0:
-            return InferenceOutput.empty(len(manifest.class_names), manifest.num_features)
-        probs, logits, features = self._session.run(manifest.output_names, {manifest.input_name: np.ascontiguousarray(batch)})
+        probs, logits, features = self._session.run(manifest.output_names, {manifest.input_name: x})
         return InferenceOutput(*(np.asarray(array, dtype=np.float32) for array in (probs, logits, features)))
 
     def describe(self) -> dict[str, Any]:
@@ -103,5 +87,6 @@ class OnnxRuntimeBackend:
             "providers": providers,
             "threads": self.threads if self.threads is not None else f"default ({os.cpu_count() or 1} cores)",
             "graph_optimization": "ORT_ENABLE_ALL",
+            "max_batch": self.max_batch,
             "compute_precision": "fp32",
         }

@@ -1,6 +1,7 @@
 """Which inference backend and which decoder this machine can serve, and building the chosen backend.
 
-``auto`` prefers TensorRT, then torch on CUDA, then ONNX Runtime on the CPU (backends) and DALI on the
+``auto`` prefers TensorRT, then torch on CUDA, then on the CPU OpenVINO (measured 1.8-2.7x ONNX Runtime in fp32 on
+the same ONNX: benchmarks/README.md), then ONNX Runtime (backends) and DALI on the
 GPU, then Pillow (decoders). An explicit choice that cannot be served raises BackendUnavailableError
 with the reason; nothing falls back silently. Runtimes are imported lazily, only as far as needed.
 """
@@ -19,11 +20,18 @@ from allbatch.manifest import ModelArtifact
 
 log = logging.getLogger("allbatch.backends")
 
-BACKEND_NAMES = ("auto", "onnxruntime", "torch", "tensorrt")
-AUTO_BACKEND_ORDER = ("tensorrt", "torch", "onnxruntime")
+BACKEND_NAMES = ("auto", "onnxruntime", "openvino", "torch", "tensorrt")
+AUTO_BACKEND_ORDER = ("tensorrt", "torch", "openvino", "onnxruntime")
+HOST_BACKENDS = ("onnxruntime", "openvino")
+"""Backends that take host (NumPy) batches: GPU decoding would only add a copy back."""
+AUTO_CPU_REASON = (
+    "the fastest CPU backend: on this model OpenVINO ran 1.8-2.7x ONNX Runtime in fp32, 6.6-10.8x in bf16 on AMX (benchmarks/README.md)"
+)
 DECODER_NAMES = ("auto", "cpu", "dali", "dali-cpu")
 """``dali`` decodes on the GPU (``device="mixed"``); ``dali-cpu`` runs the same DALI graph on the CPU."""
-PRECISIONS = ("fp16", "fp32")
+PRECISIONS = ("fp16", "bf16", "fp32")
+"""fp16: the reduced precision of the device (fp16 on GPUs, bf16 on CPUs with native bf16 for openvino, else fp32);
+bf16: openvino only."""
 CUPY_INSTALL_HINT = "pip install cupy-cuda13x"
 
 Status = tuple[bool, str]
@@ -43,6 +51,12 @@ def onnxruntime_status() -> Status:
     if "CPUExecutionProvider" not in ort.get_available_providers():
         return False, f"onnxruntime {ort.__version__} has no CPUExecutionProvider"
     return True, f"onnxruntime {ort.__version__} on CPU ({os.cpu_count() or 1} cores)"
+
+
+def openvino_status() -> Status:
+    from allbatch.backends.openvino_backend import openvino_status as status
+
+    return status()
 
 
 def torch_status() -> Status:
@@ -72,13 +86,14 @@ def tensorrt_status() -> Status:
 
 _BACKEND_STATUS: dict[str, Callable[[], Status]] = {
     "onnxruntime": onnxruntime_status,
+    "openvino": openvino_status,
     "torch": torch_status,
     "tensorrt": tensorrt_status,
 }
 
 
 def backend_availability() -> dict[str, Status]:
-    """{"onnxruntime" | "torch" | "tensorrt": (usable?, reason)} for every backend (imports each runtime)."""
+    """{"onnxruntime" | "openvino" | "torch" | "tensorrt": (usable?, reason)} for every backend (imports each runtime)."""
     return {name: status() for name, status in _BACKEND_STATUS.items()}
 
 
@@ -103,16 +118,17 @@ def choose_backend(name: str, status: Callable[[str], Status]) -> tuple[str, str
     for candidate in AUTO_BACKEND_ORDER:
         usable, reason = status(candidate)
         if usable:
-            return candidate, reason
+            return candidate, f"{reason}; {AUTO_CPU_REASON}" if candidate == "openvino" else reason
         log.debug("auto backend: %s skipped: %s", candidate, reason)
         refused.append(f"{candidate}: {reason}")
     raise BackendUnavailableError("no inference backend can run here (" + "; ".join(refused) + ")")
 
 
 def create_backend(name: str, artifact: ModelArtifact, *, max_batch: int, precision: str = "fp16") -> Backend:
-    """Build (not enter) the backend ``name`` ("auto", "onnxruntime", "torch", "tensorrt") for ``artifact``.
+    """Build (not enter) the backend ``name`` ("auto", "onnxruntime", "openvino", "torch", "tensorrt") for ``artifact``.
 
-    ``precision`` ("fp16" | "fp32") applies to torch and TensorRT; ONNX Runtime always computes in fp32.
+    ``precision`` ("fp16" | "bf16" | "fp32", see PRECISIONS) applies to torch, TensorRT and OpenVINO; ONNX Runtime
+    always computes in fp32.
     ``max_batch`` is the largest batch ``infer`` will be given at once (TensorRT profiles, torch chunks).
 
     Raises:
@@ -120,17 +136,23 @@ def create_backend(name: str, artifact: ModelArtifact, *, max_batch: int, precis
         BackendUnavailableError: the requested backend cannot run here (the message says why).
     """
     if precision not in PRECISIONS:
-        raise UserInputError(f"unknown precision {precision!r} (fp16 or fp32)")
+        raise UserInputError(f"unknown precision {precision!r} ({', '.join(PRECISIONS)})")
     if max_batch < 1:
         raise UserInputError(f"max_batch must be at least 1, got {max_batch}")
     chosen, reason = choose_backend(name, lambda candidate: _BACKEND_STATUS[candidate]())
     log.info("backend %s%s: %s", chosen, " (auto)" if name == "auto" else "", reason)
+    if precision == "bf16" and chosen != "openvino":
+        raise UserInputError(f"precision bf16 applies to the openvino backend only, not {chosen}")
     if chosen == "onnxruntime":
         from allbatch.backends.ort_backend import OnnxRuntimeBackend
 
         if precision != "fp32":
             log.debug("onnxruntime computes in fp32 (weights are stored fp16); precision %s does not apply", precision)
         return OnnxRuntimeBackend(artifact)
+    if chosen == "openvino":
+        from allbatch.backends.openvino_backend import OpenVinoBackend
+
+        return OpenVinoBackend(artifact, precision="auto" if precision == "fp16" else precision, max_batch=max_batch)
     if chosen == "torch":
         from allbatch.backends.torch_backend import TorchBackend
 
@@ -191,7 +213,7 @@ def resolve_decoder(name: str, *, for_backend: str | None = None) -> str:
     """Resolve a decoder name to "cpu", "dali" or "dali-cpu".
 
     "auto" is "dali" when DALI, CuPy and a CUDA GPU are usable, else "cpu"; with ``for_backend="onnxruntime"``
-    it is "cpu", since that backend takes host arrays and GPU decoding would only add a copy back.
+    (or another of HOST_BACKENDS) it is "cpu", since that backend takes host arrays and GPU decoding would only add a copy back.
 
     Raises:
         UserInputError: unknown name.
@@ -201,8 +223,8 @@ def resolve_decoder(name: str, *, for_backend: str | None = None) -> str:
         raise UserInputError(f"unknown decoder {name!r} (choose from {', '.join(DECODER_NAMES)})")
     if name == "cpu":
         return "cpu"
-    if name == "auto" and for_backend == "onnxruntime":
-        log.info("decoder cpu (auto): the onnxruntime backend runs on the host")
+    if name == "auto" and for_backend in HOST_BACKENDS:
+        log.info("decoder cpu (auto): the %s backend runs on the host", for_backend)
         return "cpu"
     available = decoder_availability()
     if name == "auto":

@@ -20,12 +20,11 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from allbatch.backends.base import InferenceOutput
+from allbatch.backends.base import BaseBackend, InferenceOutput
 from allbatch.backends.fp16_check import (
     DEFAULT_CHECK_IMAGES,
     FP16_MAX_ABS_PROB_DIFF,
@@ -98,7 +97,7 @@ def numpy_dtype(dtype: trt.DataType) -> type[np.floating[Any]]:
     raise ModelError(f"TensorRT engine I/O type {dtype} is not supported (float32 or float16)")
 
 
-class TensorRTBackend:
+class TensorRTBackend(BaseBackend):
     """Runs the model with a TensorRT engine on one CUDA GPU.
 
     Args:
@@ -113,6 +112,7 @@ class TensorRTBackend:
     """
 
     name = "tensorrt"
+    accepts_device_arrays = True
 
     def __init__(
         self,
@@ -130,9 +130,9 @@ class TensorRTBackend:
             raise UserInputError(f"tensorrt: max_batch must be at least 1, got {max_batch}")
         if device_id < 0:
             raise UserInputError(f"tensorrt: device_id must be >= 0, got {device_id}")
-        self.artifact = artifact
+        super().__init__(artifact, max_batch)
+        self.max_batch: int = max_batch
         self.precision: Precision = "fp16" if precision == "fp16" else "fp32"
-        self.max_batch = max_batch
         self.cache_dir = cache_dir if cache_dir is not None else default_cache_dir()
         self.check_images = check_images
         self.device_id = device_id
@@ -154,7 +154,7 @@ class TensorRTBackend:
 
     # -- lifetime ---------------------------------------------------------------------------------
 
-    def __enter__(self) -> Self:
+    def _load(self) -> None:
         usable, reason = tensorrt_status()
         if not usable:
             raise BackendUnavailableError(f"tensorrt backend: {reason}")
@@ -165,12 +165,15 @@ class TensorRTBackend:
             self._cuda_device = cupy.cuda.Device(self.device_id)
             with self._cuda_device:
                 self._open()
-                if self.precision == "fp16":
-                    self._accept_fp16()
         except BaseException:
             self._release()
             raise
-        return self
+
+    def _accept(self) -> None:
+        """The fp16 agreement gate (``_accept_fp16``); an fp32 engine is the reference."""
+        if self.precision == "fp16":
+            with self._cuda_device:
+                self._accept_fp16()
 
     def _open(self) -> None:
         """Engine (cached or built), execution context, stream and output buffer on the current device."""
@@ -248,9 +251,6 @@ class TensorRTBackend:
                 f"TensorRT engine I/O {inputs} -> {outputs} differs from the manifest ({manifest.input_name!r} -> {manifest.output_names})"
             )
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self._release()
-
     def _release(self) -> None:
         """Free in dependency order: the context uses the engine, the engine the runtime; then CuPy memory."""
         if self._stream is not None:
@@ -304,33 +304,19 @@ class TensorRTBackend:
 
     # -- inference --------------------------------------------------------------------------------
 
-    def infer(self, batch: Any) -> InferenceOutput:
-        """(N, 2, 3, S, S) float32 -> probs, logits (N, C) and features (N, F), float32 on the host.
+    def _call_context(self) -> Any:
+        """This backend's CUDA device, current around one ``infer`` call."""
+        return self._cuda_device
 
-        ``batch`` is a CuPy array (or any ``__cuda_array_interface__`` array) on this backend's GPU, used in
-        place, or a NumPy array, uploaded on the backend's stream. Batches above ``max_batch`` run in chunks.
+    def _from_host(self, batch: np.ndarray[Any, Any]) -> Any:
+        """A validated NumPy batch uploaded on the backend's stream (batches above ``max_batch`` run in chunks)."""
+        with self._stream:
+            return self._cupy.asarray(batch)  # the upload is ordered on our stream
 
-        Raises:
-            InvalidBatchError: wrong shape or dtype, an unsupported array type, or an array on another GPU.
-            RuntimeError: TensorRT refused the input shape or failed to enqueue.
-        """
-        if self._context is None or self._stream is None:
-            raise RuntimeError("TensorRTBackend.infer called outside its `with` block")
-        with self._cuda_device:
-            x = self._as_device_array(batch)
-            n = int(x.shape[0])
-            manifest = self.artifact.manifest
-            parts = [self._run(x[start : start + self.max_batch]) for start in range(0, n, self.max_batch)]
-        return InferenceOutput.concat(parts) if parts else InferenceOutput.empty(self._num_classes, manifest.num_features)
-
-    def _as_device_array(self, batch: Any) -> Any:
-        """A validated float32 (N, 2, 3, S, S) CuPy array on this GPU, safe to read on the backend's stream."""
+    def _from_device(self, batch: Any) -> Any:
+        """A validated float32 (N, 2, 3, S, S) CuPy array on this GPU (used in place), safe to read on the backend's stream."""
         cupy = self._cupy
         manifest = self.artifact.manifest
-        if isinstance(batch, np.ndarray):
-            validate_batch(batch.shape, batch.dtype.name, manifest, self.name)
-            with self._stream:
-                return cupy.asarray(batch)  # the upload is ordered on our stream
         if isinstance(batch, cupy.ndarray) or hasattr(batch, "__cuda_array_interface__"):
             array = cupy.asarray(batch)  # zero-copy view for CUDA arrays
         else:
@@ -345,10 +331,10 @@ class TensorRTBackend:
         self._stream.wait_event(cupy.cuda.get_current_stream().record())
         return array
 
-    def _run(self, x: Any) -> InferenceOutput:
+    def _infer_chunk(self, x: Any) -> InferenceOutput:
         """One chunk of at most ``max_batch`` rows through the engine: (m, 2, 3, S, S) on the device -> host outputs."""
         context = self._context
-        assert context is not None  # checked by infer
+        assert context is not None  # set by _load; infer checks the `with` block
         cupy = self._cupy
         manifest = self.artifact.manifest
         m = int(x.shape[0])

@@ -34,12 +34,11 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from allbatch.backends.base import InferenceOutput
+from allbatch.backends.base import BaseBackend, InferenceOutput
 from allbatch.backends.validate import InvalidBatchError, sample_shape, validate_batch
 from allbatch.errors import BackendUnavailableError, ModelError, UserInputError
 from allbatch.manifest import ModelArtifact
@@ -91,11 +90,6 @@ def load_torch_model(artifact: ModelArtifact) -> TwoChannelNet:
         raise ModelError(f"{path}: weights do not fit the manifest's architecture: {exc.args[0]}") from exc
 
 
-def chunk_rows(n: int, max_batch: int) -> list[tuple[int, int]]:
-    """(start, rows) of the chunks that serve an ``n``-row batch: full ``max_batch`` chunks, then the rest."""
-    return [(start, min(max_batch, n - start)) for start in range(0, n, max_batch)]
-
-
 def use_fp32_reference_math(torch_module: Any) -> Callable[[], None]:
     """Turn TF32 off for cuDNN convolutions and cuBLAS matmuls (fp32 is the reference); returns the undo.
 
@@ -130,7 +124,7 @@ class _CapturedGraph:
     static_out: torch.Tensor  # (max_batch, 2C + F) float32 [probs | logits | features], overwritten by each replay
 
 
-class TorchBackend:
+class TorchBackend(BaseBackend):
     """Runs the model with torch (CUDA by default).
 
     Args:
@@ -146,6 +140,7 @@ class TorchBackend:
     """
 
     name = "torch"
+    accepts_device_arrays = True
 
     def __init__(
         self,
@@ -167,12 +162,12 @@ class TorchBackend:
             raise UserInputError("torch: CUDA graphs need a CUDA device")
         if cuda_graphs and static_shapes is False:
             raise UserInputError("torch: CUDA graphs replay one fixed input shape; they need static_shapes")
-        self.artifact = artifact
+        super().__init__(artifact, max_batch)
         self.requested_device = device
         self.precision: Precision = precision
         self.channels_last = channels_last
         self.cuda_graphs = cuda_graphs
-        self.max_batch = max_batch
+        self.max_batch: int = max_batch
         self.static_shapes = static_shapes if static_shapes is not None else device != "cpu"
         self.device = device
         """Human-readable device; the GPU's name once entered."""
@@ -188,7 +183,7 @@ class TorchBackend:
 
     # -- lifetime ---------------------------------------------------------------------------------
 
-    def __enter__(self) -> Self:
+    def _load(self) -> None:
         try:
             import torch
         except ImportError as exc:
@@ -218,15 +213,14 @@ class TorchBackend:
             try:
                 self._enter_cuda(torch, target)
             except BaseException:
-                self.__exit__(None, None, None)
+                self._release()
                 raise
         log.debug(
             "torch backend on %s: %s, channels_last=%s, cuda_graphs=%s", self.device, self.precision, self.channels_last, self.cuda_graphs
         )
-        return self
 
     def _enter_cuda(self, torch: Any, device: torch.device) -> None:
-        """Global flags (restored by ``__exit__``), the pinned staging buffer and the CUDA graph."""
+        """Global flags (restored by ``_release``), the pinned staging buffer and the CUDA graph."""
         benchmark = torch.backends.cudnn.benchmark
         self._restore_flags.append(lambda: setattr(torch.backends.cudnn, "benchmark", benchmark))
         # With static shapes every convolution sees one input shape, so cuDNN autotuning runs once per layer.
@@ -239,7 +233,7 @@ class TorchBackend:
             with torch.inference_mode(), torch.cuda.device(device):
                 self._graph = self._capture()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def _release(self) -> None:
         import torch
 
         on_cuda = self._torch_device is not None and self._torch_device.type == "cuda"
@@ -258,34 +252,28 @@ class TorchBackend:
 
     # -- inference --------------------------------------------------------------------------------
 
-    def infer(self, batch: Any) -> InferenceOutput:
-        """(N, 2, 3, S, S) float32 -> probs, logits (N, C) and features (N, F), float32 on the host.
-
-        ``batch`` is a NumPy array (copied to the device chunk by chunk) or a CUDA array on this
-        backend's GPU (used in place; see the module docstring for stream rules).
-
-        Raises:
-            InvalidBatchError: wrong shape or dtype, an unsupported array type, or an array on another device.
-        """
+    def _call_context(self) -> contextlib.AbstractContextManager[Any]:
+        """Inference mode on this backend's CUDA device (or the CPU) around one ``infer`` call."""
         import torch
 
-        if self._net is None or self._torch_device is None:
-            raise RuntimeError("TorchBackend.infer called outside its `with` block")
-        x = self._as_tensor(batch)
-        n = int(x.shape[0])
-        manifest = self.artifact.manifest
-        if n == 0:
-            return InferenceOutput.empty(len(manifest.class_names), manifest.num_features)
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.inference_mode())
         device = self._torch_device
-        on_device = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
-        with torch.inference_mode(), on_device:
-            outputs = []
-            for start, rows in chunk_rows(n, self.max_batch):
-                chunk = self._to_device(x[start : start + rows])
-                outputs.append(self._run_static(chunk) if self.static_shapes else self._forward(chunk))
-            packed = torch.cat(outputs) if len(outputs) > 1 else outputs[0]
-            # a synchronising copy: the result is final when returned
-            return InferenceOutput.from_packed(packed.to("cpu").numpy(), len(manifest.class_names))
+        if device is not None and device.type == "cuda":
+            stack.enter_context(torch.cuda.device(device))
+        return stack
+
+    def _from_host(self, batch: np.ndarray[Any, Any]) -> torch.Tensor:
+        """A validated NumPy batch as a host tensor (each chunk goes to the device through ``_to_device``)."""
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(batch))
+
+    def _infer_chunk(self, x: Any) -> InferenceOutput:
+        """One chunk of at most ``max_batch`` rows -> host outputs (a synchronising copy: final when returned)."""
+        chunk = self._to_device(x)
+        packed = self._run_static(chunk) if self.static_shapes else self._forward(chunk)
+        return InferenceOutput.from_packed(packed.to("cpu").numpy(), len(self.artifact.manifest.class_names))
 
     def _to_device(self, chunk: torch.Tensor) -> torch.Tensor:
         """A chunk on the backend's device; host data goes through the pinned buffer, asynchronously."""
@@ -301,14 +289,12 @@ class TorchBackend:
         self._staged.record()
         return on_device
 
-    def _as_tensor(self, batch: Any) -> torch.Tensor:
-        """A validated float32 (N, 2, 3, S, S) tensor: on the host for NumPy input, else where the data is."""
+    def _from_device(self, batch: Any) -> torch.Tensor:
+        """A validated float32 (N, 2, 3, S, S) tensor where the data is (a CUDA array is used in place; see the
+        module docstring for stream rules)."""
         import torch
 
         manifest = self.artifact.manifest
-        if isinstance(batch, np.ndarray):
-            validate_batch(batch.shape, batch.dtype.name, manifest, self.name)
-            return torch.from_numpy(np.ascontiguousarray(batch))
         if isinstance(batch, torch.Tensor):
             tensor = batch
         elif hasattr(batch, "__dlpack__"):

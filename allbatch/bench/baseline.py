@@ -11,6 +11,7 @@ between images except the network itself.
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -19,18 +20,14 @@ import numpy as np
 import numpy.typing as npt
 
 from allbatch import CLASS_NAMES
-from allbatch.bench.spec import MeasureSpec
 from allbatch.bench.timing import device_synchronizer
 from allbatch.discover import discover
 from allbatch.errors import UserInputError
-from allbatch.manifest import load_model_artifact
+from allbatch.manifest import ModelArtifact
 from allbatch.preprocess import Preprocessing
 from allbatch.segment import SegmentationParams
 
 log = logging.getLogger("allbatch.bench")
-
-WARMUP_IMAGES = 8
-"""Images in one warm-up pass of the baseline (it has no batches to warm up)."""
 
 
 BASELINE_MODULES = {"torch": "torch (pip install 'allbatch[train]')", "cv2": "opencv-python-headless"}
@@ -92,38 +89,33 @@ def naive_classify(
     return probs_out
 
 
-def measure_baseline(spec: MeasureSpec) -> dict[str, Any]:
-    """Time ``naive_classify`` over the benchmark images: ``warmup`` passes over the first images, then
-    ``repeats`` timed passes over all of them (device synchronised before each clock reading)."""
+def measure_naive(folder: Path, artifact: ModelArtifact, device: str) -> dict[str, Any]:
+    """Time ``naive_classify`` over the images in ``folder`` once (device synchronised around the clock).
+
+    Returns {"seconds", "images", "probs" (nested lists), "device" (name), "torch_threads"}.
+    """
     import torch
 
     from allbatch.backends.torch_backend import load_torch_model
 
-    paths = [item.path for item in discover(Path(spec.images))]
+    paths = [item.path for item in discover(folder)]
     if not paths:
-        raise UserInputError(f"no images under {spec.images}")
-    artifact = load_model_artifact(Path(spec.model))
-    if spec.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserInputError(f"no images under {folder}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserInputError("the baseline was asked to run on CUDA, but torch sees no CUDA device")
-    net = load_torch_model(artifact).to(spec.device).eval()  # float32, eager
+    net = load_torch_model(artifact).to(device).eval()  # float32, eager
     prep, seg = artifact.manifest.prep, artifact.manifest.seg
-    sync = device_synchronizer(spec.device.startswith("cuda"))
-    output = Path(spec.workdir) / "baseline.h5"
-    for _ in range(spec.warmup):
-        naive_classify(paths[:WARMUP_IMAGES], net, spec.device, prep, seg, output)
-    seconds: list[float] = []
-    probs: list[list[float]] = []
-    for _ in range(spec.repeats):
+    sync = device_synchronizer(device.startswith("cuda"))
+    with tempfile.TemporaryDirectory(prefix="allbatch-baseline-") as tmp:
         sync()
         started = time.perf_counter()
-        probs = naive_classify(paths, net, spec.device, prep, seg, output)
+        probs = naive_classify(paths, net, device, prep, seg, Path(tmp) / "baseline.h5")
         sync()
-        seconds.append(time.perf_counter() - started)
+        seconds = time.perf_counter() - started
     return {
         "images": len(paths),
         "seconds": seconds,
         "probs": probs,
-        "device": spec.device if spec.device == "cpu" else torch.cuda.get_device_name(torch.device(spec.device)),
+        "device": device if device == "cpu" else torch.cuda.get_device_name(torch.device(device)),
         "torch_threads": torch.get_num_threads(),
-        "precision": "fp32",
     }

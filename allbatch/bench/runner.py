@@ -1,16 +1,20 @@
-"""``run_bench``: pick the images and the model, run every measurement in a fresh worker process,
-and assemble the report document (statistics, ratios, targets, environment)."""
+"""``run_bench``: the real pipeline measured in paired, alternating rounds, against the naive per-image loop.
+
+Every round runs, one after another on the same images: for each batch size the serial pipeline with the
+stage timer (``pipeline.run`` with ``serial=True``), the threaded pipeline (``pipeline.run``, the real job),
+the backend alone on a resident batch (infer-only); then the naive baseline once. Ratios are taken within a
+round and their median reported, so a load that comes and goes on a shared machine hits both sides of a ratio.
+Backend and decoder are chosen by ``pipeline.run`` itself (``backends.select``), exactly as ``allbatch run``.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import shutil
-import subprocess
-import sys
 import tempfile
+import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,24 +22,23 @@ from typing import Any
 
 import numpy as np
 
+from allbatch.backends.base import Backend
+from allbatch.bench.baseline import measure_naive
 from allbatch.bench.environment import REPO_ROOT, collect_environment, machine_load
 from allbatch.bench.load_monitor import LoadMonitor
-from allbatch.bench.models import describe_model, resolve_bench_model
-from allbatch.bench.spec import STAGES, MeasureSpec, Task
-from allbatch.bench.targets import TargetContext, evaluate_targets
-from allbatch.bench.timing import summarise, throughput
+from allbatch.bench.timing import device_synchronizer, peak_rss_mib, summarise
 from allbatch.discover import DiscoveredFile, discover
-from allbatch.errors import AllbatchError, UserInputError
+from allbatch.errors import UserInputError
+from allbatch.manifest import ModelArtifact, load_model_artifact
+from allbatch.pipeline import RunConfig, RunSummary, run
+from allbatch.stage_timer import STAGES, StageTimer
 
 log = logging.getLogger("allbatch.bench")
 
-SCHEMA = "allbatch-bench/1"
+SCHEMA = "allbatch-bench/2"
 DATASET_ORIGINAL = REPO_ROOT.parent / "shared" / "data" / "all-kaggle" / "Original"
 DEMO_DIR = REPO_ROOT / "allbatch" / "demo"
-
-
-class BenchError(AllbatchError):
-    """A measurement refused to run (bad option, missing backend, unreadable images)."""
+Progress = Callable[[str], None]
 
 
 @dataclass
@@ -44,6 +47,7 @@ class BenchConfig:
 
     ``source`` None means the dataset's Original folder when present, else the shipped demo images.
     ``limit`` caps the images (spread evenly over the sorted file list); None uses all of them.
+    ``repeats`` is the number of paired rounds; ``warmup`` untimed rounds on the first two batches precede them.
     """
 
     source: Path | None = None
@@ -73,9 +77,6 @@ class BenchConfig:
             raise UserInputError(f"--decode-threads must be at least 1, got {self.decode_threads}")
 
 
-Progress = Callable[[str], None]
-
-
 def default_source() -> Path:
     """The dataset's Original folder when it is beside the checkout, else the shipped demo images."""
     return DATASET_ORIGINAL if DATASET_ORIGINAL.is_dir() else DEMO_DIR
@@ -91,8 +92,8 @@ def select_images(files: list[DiscoveredFile], limit: int | None) -> list[Discov
 
 
 def stage_images(files: list[DiscoveredFile], folder: Path) -> None:
-    """Copy ``files`` flat into ``folder`` (``000000-name.jpg``, keeping their order): every
-    measurement then reads the same bytes from the same file system."""
+    """Copy ``files`` flat into ``folder`` (``000000-name.jpg``, keeping their order): every measurement then
+    reads the same bytes from the same file system."""
     folder.mkdir(parents=True)
     for index, item in enumerate(files):
         shutil.copyfile(item.path, folder / f"{index:06d}-{item.path.name}")
@@ -120,125 +121,90 @@ def describe_images(folder: Path) -> dict[str, Any]:
     }
 
 
-def resolve_names(backend: str, decoder: str) -> tuple[str, str, str]:
-    """(backend, decoder, baseline device) as concrete names; the same rules as ``allbatch run``.
+def model_flops(artifact: ModelArtifact) -> float | None:
+    """Floating-point operations of one image through the network (2 per multiply-add; convolutions and
+    matrix products, torch's FlopCounterMode on the manifest's architecture). None without torch."""
+    try:
+        import torch
+        from torch.utils.flop_counter import FlopCounterMode
+    except ImportError:
+        return None
+    from allbatch.model.config import ModelConfig
+    from allbatch.model.network import TwoChannelNet
 
-    Raises:
-        UserInputError / BackendUnavailableError: unknown or unusable backend or decoder.
-    """
-    from allbatch.backends.select import choose_backend, onnxruntime_status, resolve_decoder, tensorrt_status, torch_status
-
-    statuses = {"onnxruntime": onnxruntime_status, "torch": torch_status, "tensorrt": tensorrt_status}
-    chosen, reason = choose_backend(backend, lambda name: statuses[name]())
-    log.info("backend %s: %s", chosen, reason)
-    resolved_decoder = resolve_decoder(decoder, for_backend=chosen)
-    if resolved_decoder == "dali" and chosen == "onnxruntime":
-        raise UserInputError("--decoder dali leaves images on the GPU, but onnxruntime runs on the host: use --decoder cpu or dali-cpu")
-    return chosen, resolved_decoder, "cpu" if chosen == "onnxruntime" else "cuda"
+    net = TwoChannelNet(ModelConfig.from_dict(artifact.manifest.architecture)).eval()
+    size = artifact.manifest.prep.size
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        net(torch.zeros((1, 2, 3, size, size)))
+    return float(counter.get_total_flops())
 
 
-def run_worker(spec: MeasureSpec) -> dict[str, Any]:
-    """Run ``spec`` in a fresh ``python -m allbatch.bench.worker`` process and return its result.
+def describe_model(artifact: ModelArtifact) -> dict[str, Any]:
+    """Name, path, sha256, architecture, whether it is the full DenseNet201, and its GFLOP per image."""
+    from allbatch.model.config import DENSENET201
 
-    Raises:
-        BenchError: the worker refused (an AllbatchError inside it).
-        RuntimeError: the worker crashed (a bug; its stderr is included).
-    """
-    workdir = Path(spec.workdir)
-    spec_path, result_path = workdir / f"{spec.task}-b{spec.batch_size}.spec.json", workdir / f"{spec.task}-b{spec.batch_size}.json"
-    spec.save(spec_path)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])])
-    done = subprocess.run(
-        [sys.executable, "-m", "allbatch.bench.worker", str(spec_path), str(result_path)],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
+    manifest = artifact.manifest
+    flops = model_flops(artifact)
+    return {
+        "path": str(artifact.onnx_path),
+        "name": manifest.name,
+        "sha256": artifact.sha256,
+        "size_mib": round(artifact.onnx_path.stat().st_size / (1 << 20), 1),
+        "architecture": manifest.architecture,
+        "full_densenet201": manifest.architecture == DENSENET201.to_dict(),
+        "gflop_per_image": None if flops is None else round(flops / 1e9, 3),
+    }
+
+
+@dataclass
+class _Series:
+    """The timed rounds of one batch size."""
+
+    serial_stages: list[dict[str, Any]] = field(default_factory=list)
+    serial_seconds: list[float] = field(default_factory=list)
+    end_to_end_seconds: list[float] = field(default_factory=list)
+    infer_only_seconds: list[float] = field(default_factory=list)
+    summary: RunSummary | None = None
+
+
+def _run_config(config: BenchConfig, source: Path, output: Path, batch_size: int, serial: bool) -> RunConfig:
+    return RunConfig(
+        source=source,
+        output=output,
+        model=config.model,
+        backend=config.backend,
+        decoder=config.decoder,
+        precision=config.precision,
+        batch_size=batch_size,
+        mode="overwrite",
+        decode_threads=config.decode_threads,
+        argv=["allbatch", "bench", f"--batch-size={batch_size}"],
+        serial=serial,
     )
-    if done.returncode == 2 and result_path.is_file():
-        raise BenchError(f"{spec.task} (batch {spec.batch_size}): {json.loads(result_path.read_text(encoding='utf-8'))['error']}")
-    if done.returncode != 0 or not result_path.is_file():
-        raise RuntimeError(
-            f"benchmark worker {spec.task} (batch {spec.batch_size}) failed with exit code {done.returncode}:\n{done.stderr[-4000:]}"
-        )
-    result: dict[str, Any] = json.loads(result_path.read_text(encoding="utf-8"))
-    return result
 
 
-def stage_table(raw: dict[str, Any]) -> dict[str, Any]:
-    """Per-stage seconds, images/s, ms per image and share of the serial wall time, from a stages result."""
-    n = raw["images"]
-    seconds: dict[str, list[float]] = raw["seconds"]
-    medians = {stage: float(np.median(seconds[stage])) for stage in STAGES}
-    total = sum(medians.values())
-    serial = [sum(seconds[stage][i] for stage in STAGES) for i in range(len(seconds["read"]))]
-    stages = {}
-    for stage in STAGES:
-        fused = stage in raw["fused_into_decode"]
-        stages[stage] = {
-            "seconds": summarise(seconds[stage]),
-            "images_per_s": None if fused or medians[stage] <= 0 else throughput(n, seconds[stage]),
-            "ms_per_image": round(1000.0 * medians[stage] / n, 4),
-            "share": round(medians[stage] / total, 4) if total > 0 else 0.0,
-            "fused_into": "decode" if fused else None,
-        }
-    return {
-        "images": n,
-        "stages": stages,
-        "serial_seconds": summarise(serial),
-        "serial_images_per_s": throughput(n, serial),
-        "peak_rss_mib": raw["peak_rss_mib"],
-        "device_memory": raw["device_memory"],
-        "backend_device": raw["backend_device"],
-        "backend_details": raw["backend_details"],
-    }
+def _resident_batch(folder: Path, artifact: ModelArtifact, batch_size: int, backend: Backend) -> Any:
+    """A real (batch_size, 2, 3, S, S) float32 batch where the backend computes (host, or CUDA for GPU backends)."""
+    from allbatch.backends.select import HOST_BACKENDS
+    from allbatch.cpu_prepare import PillowPreparer
+    from allbatch.read import read_encoded
 
+    manifest = artifact.manifest
+    files = discover(folder)[:batch_size]
+    preparer = PillowPreparer(manifest.prep, manifest.seg, threads=2)
+    try:
+        prepared = preparer.prepare([read_encoded(i, item) for i, item in enumerate(files)])
+    finally:
+        preparer.close()
+    if prepared.inputs.shape[0] == 0:
+        raise UserInputError(f"none of the first {len(files)} images under {folder} could be decoded")
+    # Fewer images than the batch: repeat them (the content does not change the arithmetic).
+    host = np.ascontiguousarray(np.resize(prepared.inputs, (batch_size, *prepared.inputs.shape[1:])))
+    if backend.name in HOST_BACKENDS:
+        return host
+    import torch
 
-def infer_table(raw: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "images": raw["images"],
-        "calls": raw["calls"],
-        "images_per_s": throughput(raw["images"], raw["seconds"]),
-        "peak_rss_mib": raw["peak_rss_mib"],
-        "device_memory": raw["device_memory"],
-    }
-
-
-def end_to_end_table(raw: dict[str, Any]) -> dict[str, Any]:
-    steady = throughput(raw["steady_images"], raw["steady_seconds"]) if raw["steady_seconds"] and raw["steady_images"] else None
-    return {
-        "images": raw["images"],
-        "images_per_s": throughput(raw["images"], raw["run_seconds"]),
-        "images_per_s_steady": steady,
-        "steady_images": raw["steady_images"],
-        "images_per_s_incl_setup": throughput(raw["images"], raw["wall_seconds"]),
-        "peak_rss_mib": raw["peak_rss_mib"],
-        "device_memory": raw["device_memory"],
-        "summary": raw["summary"],
-    }
-
-
-def e2e_rate(entry: dict[str, Any]) -> float:
-    """Median end-to-end images/s as the pipeline reports it (all images, model loading excluded)."""
-    return float(entry["end_to_end"]["images_per_s"]["median"])
-
-
-def agreement(a: list[list[float] | None], b: list[list[float] | None]) -> dict[str, Any]:
-    """Max |p_a - p_b| and the fraction of equal argmax labels over images both classified."""
-    pairs = [(x, y) for x, y in zip(a, b, strict=True) if x is not None and y is not None]
-    if not pairs:
-        return {"images": 0}
-    pa, pb = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
-    return {
-        "images": len(pairs),
-        "max_abs_prob_diff": float(np.abs(pa - pb).max()),
-        "label_agreement": float((pa.argmax(1) == pb.argmax(1)).mean()),
-    }
-
-
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return round(a / b, 4) if a is not None and b else None
+    return torch.from_numpy(host).to("cuda")
 
 
 def run_bench(config: BenchConfig, progress: Progress | None = None) -> dict[str, Any]:
@@ -247,123 +213,142 @@ def run_bench(config: BenchConfig, progress: Progress | None = None) -> dict[str
     Raises:
         AllbatchError: bad options, no images, unusable backend/decoder, model that does not verify.
     """
+    from allbatch.backends.select import HOST_BACKENDS, create_backend
+
     config.validate()
     say = progress or (lambda message: log.info("%s", message))
     source = config.source if config.source is not None else default_source()
     files = select_images(discover(source), config.limit)
     if not files:
         raise UserInputError(f"no readable images under {source}")
-    artifact = resolve_bench_model(config.model)
-    backend, decoder, baseline_device = resolve_names(config.backend, config.decoder)
+    artifact = load_model_artifact(config.model)
     load_before = machine_load()
-    if load_before.get("busy_processes"):
-        busy = ", ".join(f"{p['command'][:60]} ({p['cpu_percent']} %)" for p in load_before["busy_processes"])
-        log.warning("other processes are busy (%s): timings will be low", busy)
     started = datetime.now(UTC)
-    per_size: dict[str, Any] = {}
-    baseline: dict[str, Any] | None = None
-    stage_probs: list[list[float] | None] = []
-    with tempfile.TemporaryDirectory(prefix="allbatch-bench-") as tmp, LoadMonitor() as monitor:
-        images_dir = Path(tmp) / "images"
-        stage_images(files, images_dir)
-        images_info = describe_images(images_dir)
-
-        def spec(task: Task, batch_size: int) -> MeasureSpec:
-            workdir = Path(tmp) / f"{task}-b{batch_size}"
-            workdir.mkdir(exist_ok=True)
-            return MeasureSpec(
-                task=task,
-                images=str(images_dir),
-                model=str(artifact.onnx_path),
-                backend=backend,
-                decoder=decoder,
-                precision=config.precision,
-                batch_size=batch_size,
-                repeats=config.repeats,
-                warmup=config.warmup,
-                decode_threads=config.decode_threads,
-                device=baseline_device,
-                workdir=str(workdir),
-            )
-
-        for batch_size in config.batch_sizes:
-            say(f"batch {batch_size}: stage breakdown")
-            stages_raw = run_worker(spec("stages", batch_size))
-            stage_probs = stages_raw["probs"]
-            say(f"batch {batch_size}: infer-only")
-            infer_raw = run_worker(spec("infer_only", batch_size))
-            say(f"batch {batch_size}: end to end (pipeline.run)")
-            e2e_raw = run_worker(spec("end_to_end", batch_size))
-            entry = {"stages": stage_table(stages_raw), "infer_only": infer_table(infer_raw), "end_to_end": end_to_end_table(e2e_raw)}
-            entry["ratios"] = {"end_to_end_vs_infer_only": _ratio(e2e_rate(entry), entry["infer_only"]["images_per_s"]["median"])}
-            per_size[str(batch_size)] = entry
-            say(
-                f"batch {batch_size}: end to end {e2e_rate(entry):.1f} img/s, infer-only "
-                f"{entry['infer_only']['images_per_s']['median']:.1f} img/s"
-            )
-        if config.baseline:
-            say(f"naive baseline on {baseline_device}")
-            baseline_raw = run_worker(spec("baseline", 1))
-            baseline = {
-                "images": baseline_raw["images"],
-                "images_per_s": throughput(baseline_raw["images"], baseline_raw["seconds"]),
-                "device": baseline_raw["device"],
-                "torch_threads": baseline_raw["torch_threads"],
-                "precision": baseline_raw["precision"],
-                "peak_rss_mib": baseline_raw["peak_rss_mib"],
-                "device_memory": baseline_raw["device_memory"],
-                "agreement_with_pipeline": agreement(baseline_raw["probs"], stage_probs),
-            }
+    series = {size: _Series() for size in config.batch_sizes}
+    baseline_seconds: list[float] = []
+    baseline_result: dict[str, Any] | None = None
+    with tempfile.TemporaryDirectory(prefix="allbatch-bench-") as tmp, LoadMonitor() as monitor, ExitStack() as backends:
+        images = Path(tmp) / "images"
+        stage_images(files, images)
+        warm = Path(tmp) / "warmup"
+        stage_images(files[: 2 * max(config.batch_sizes)], warm)
+        output = Path(tmp) / "results.h5"
+        # Infer-only: the backend ``run`` would choose, built by the same function, kept open across rounds.
+        resolved: dict[int, tuple[Backend, Any]] = {}
+        for size in config.batch_sizes:
+            backend = backends.enter_context(create_backend(config.backend, artifact, max_batch=size, precision=config.precision))
+            resolved[size] = (backend, _resident_batch(images, artifact, size, backend))
+        any_backend = resolved[config.batch_sizes[0]][0]
+        on_host = any_backend.name in HOST_BACKENDS
+        sync = device_synchronizer(not on_host)
+        images_info = describe_images(images)
+        calls = {size: -(-len(files) // size) for size in config.batch_sizes}
+        for round_index in range(config.warmup + config.repeats):
+            timed_round = round_index >= config.warmup
+            folder = images if timed_round else warm
+            label = f"round {round_index - config.warmup + 1}/{config.repeats}" if timed_round else "warm-up"
+            for size in config.batch_sizes:
+                say(f"{label}, batch {size}: serial pipeline with stage timer")
+                timer = StageTimer(None if on_host else sync)
+                serial = run(_run_config(config, folder, output, size, serial=True), timer=timer)
+                say(f"{label}, batch {size}: pipeline (threads)")
+                threaded = run(_run_config(config, folder, output, size, serial=False))
+                say(f"{label}, batch {size}: infer-only")
+                backend, batch = resolved[size]
+                sync()
+                tic = time.perf_counter()
+                for _ in range(calls[size] if timed_round else 1):
+                    backend.infer(batch)
+                sync()
+                infer_seconds = time.perf_counter() - tic
+                if timed_round:
+                    entry = series[size]
+                    entry.serial_stages.append(timer.to_dict())
+                    entry.serial_seconds.append(serial.seconds)
+                    entry.end_to_end_seconds.append(threaded.seconds)
+                    entry.infer_only_seconds.append(infer_seconds)
+                    entry.summary = threaded
+            if config.baseline:
+                say(f"{label}: naive per-image baseline")
+                result = measure_naive(folder, artifact, "cpu" if on_host else "cuda")
+                if timed_round:
+                    baseline_seconds.append(result["seconds"])
+                    baseline_result = result
+        details = any_backend.describe()
     load = {"before": load_before, "during_run": monitor.report(), "after": machine_load()}
-    return assemble_report(
-        config,
-        source,
-        artifact_info=describe_model(artifact),
-        images_info=images_info,
-        backend=backend,
-        decoder=decoder,
-        per_size=per_size,
-        baseline=baseline,
-        started=started,
-        load=load,
-    )
+    return _report(config, source, artifact, images_n=len(files), images_info=images_info, series=series, calls=calls,
+                   baseline_seconds=baseline_seconds, baseline=baseline_result, backend_details=details,
+                   load=load, started=started)  # fmt: skip
 
 
-def assemble_report(
+def _rates(images: int, seconds: list[float]) -> list[float]:
+    return [images / s for s in seconds if s > 0]
+
+
+def _median(values: list[float]) -> float | None:
+    return round(float(np.median(values)), 4) if values else None
+
+
+def _report(
     config: BenchConfig,
     source: Path,
+    artifact: ModelArtifact,
     *,
-    artifact_info: dict[str, Any],
+    images_n: int,
     images_info: dict[str, Any],
-    backend: str,
-    decoder: str,
-    per_size: dict[str, Any],
+    series: dict[int, _Series],
+    calls: dict[int, int],
+    baseline_seconds: list[float],
     baseline: dict[str, Any] | None,
-    started: datetime,
+    backend_details: dict[str, Any],
     load: dict[str, Any],
+    started: datetime,
 ) -> dict[str, Any]:
-    """The report document: config, environment, per-batch-size tables, summary ratios and targets."""
-    environment = collect_environment(config.argv or list(sys.argv))
-    baseline_rate = float(baseline["images_per_s"]["median"]) if baseline else None
-    for entry in per_size.values():
-        entry["ratios"]["end_to_end_vs_baseline"] = _ratio(e2e_rate(entry), baseline_rate)
-    best = max(per_size, key=lambda size: e2e_rate(per_size[size]))
-    best_entry = per_size[best]
-    e2e, infer = e2e_rate(best_entry), float(best_entry["infer_only"]["images_per_s"]["median"])
-    on_gpu = backend != "onnxruntime" or decoder == "dali"
-    gpu_name = environment["gpus"][0]["name"] if environment["gpus"] else ""
-    shares = {stage: float(values["share"]) for stage, values in best_entry["stages"]["stages"].items()}
-    context = TargetContext(
-        on_gpu=on_gpu,
-        gpu_name=gpu_name if on_gpu else "",
-        backend=backend,
-        decoder=decoder,
-        full_model=bool(artifact_info["full_densenet201"]),
-        stage_shares=shares,
-        end_to_end=e2e,
-        infer_only=infer,
-        baseline=baseline_rate,
-    )
+    environment = collect_environment(config.argv)
+    model = describe_model(artifact)
+    gflop = model["gflop_per_image"]
+    peak = environment["cpu"]["peak_gflops"]
+    baseline_rates = _rates(images_n, baseline_seconds)
+    per_size: dict[str, Any] = {}
+    for size, entry in series.items():
+        assert entry.summary is not None  # repeats >= 1
+        e2e = _rates(images_n, entry.end_to_end_seconds)
+        serial = _rates(images_n, entry.serial_seconds)
+        infer = _rates(calls[size] * size, entry.infer_only_seconds)
+        stage_seconds = {stage: [r[stage]["seconds"] for r in entry.serial_stages] for stage in STAGES}
+        total = sum(float(np.median(values)) for values in stage_seconds.values())
+        stages = {
+            stage: {
+                "seconds": summarise(values),
+                "ms_per_image": round(1000.0 * float(np.median(values)) / images_n, 3),
+                "share": round(float(np.median(values)) / total, 4) if total > 0 else 0.0,
+            }
+            for stage, values in stage_seconds.items()
+        }
+        achieved = None if gflop is None or not infer else round(gflop * float(np.median(infer)), 1)
+        per_size[str(size)] = {
+            "end_to_end": {"images_per_s": summarise(e2e), "summary": entry.summary.to_dict()},
+            "serial": {"images_per_s": summarise(serial), "stages": stages},
+            "infer_only": {"images_per_s": summarise(infer), "calls_per_round": calls[size], "gflop_per_s": achieved},
+            "ratios": {
+                "end_to_end_vs_infer_only": _median([a / b for a, b in zip(e2e, infer, strict=True)]),
+                "end_to_end_vs_baseline": _median([a / b for a, b in zip(e2e, baseline_rates, strict=True)]) if baseline_rates else None,
+                "serial_vs_end_to_end": _median([a / b for a, b in zip(serial, e2e, strict=True)]),
+            },
+        }
+    best = max(per_size, key=lambda size: float(per_size[size]["end_to_end"]["images_per_s"]["median"]))
+    chosen = series[int(best)].summary
+    assert chosen is not None  # repeats >= 1
+    baseline_doc = None
+    if baseline is not None:
+        rate = float(np.median(baseline_rates))
+        baseline_doc = {
+            "images_per_s": summarise(baseline_rates),
+            "device": baseline["device"],
+            "torch_threads": baseline["torch_threads"],
+            "precision": "fp32",
+            "gflop_per_s": None if gflop is None else round(gflop * rate, 1),
+        }
     return {
         "schema": SCHEMA,
         "created_utc": started.isoformat(timespec="seconds"),
@@ -374,35 +359,43 @@ def assemble_report(
             "source": str(source),
             "limit": config.limit,
             "batch_sizes": list(config.batch_sizes),
-            "repeats": config.repeats,
-            "warmup": config.warmup,
-            "backend": backend,
-            "decoder": decoder,
-            "precision": config.precision,
+            "rounds": config.repeats,
+            "warmup_rounds": config.warmup,
+            "requested": {"backend": config.backend, "decoder": config.decoder, "precision": config.precision},
             "decode_threads": config.decode_threads,
-            "device": gpu_name if on_gpu else f"cpu ({environment['cpu']['model']}, {environment['cpu']['usable_cores']} cores)",
         },
-        "model": artifact_info,
+        "pipeline": {
+            "backend": chosen.backend,
+            "decoder": chosen.decoder,
+            "device": chosen.device,
+            "compute_precision": backend_details.get("compute_precision", backend_details.get("precision")),
+            "backend_details": backend_details,
+        },
+        "model": model,
         "input": images_info,
         "method": {
-            "stages": "serial: each stage of each batch timed on one thread, one after another; share = stage / sum of stages",
-            "infer_only": "the backend on one real batch already resident where it computes, ceil(n / batch) calls per repeat",
-            "end_to_end": "allbatch.pipeline.run into a temporary results.h5; images_per_s is the pipeline's own rate (all "
-            "images, from the loaded model to the closed file), images_per_s_steady leaves out the first batch, "
-            "images_per_s_incl_setup counts model loading too",
+            "rounds": "paired and alternating: each round runs, per batch size, the serial pipeline, the threaded "
+            "pipeline and infer-only, then the baseline; ratios are taken within a round, the median over rounds",
+            "end_to_end": "allbatch.pipeline.run (producer, backend and writer threads) into a temporary results.h5; "
+            "the pipeline's own clock (every image, from the loaded model to the closed file)",
+            "serial": "allbatch.pipeline.run with serial=True and a StageTimer: read, prepare (decode, segment, "
+            "assemble), infer, write one after another in one thread; share = stage / sum of stages",
+            "infer_only": "the backend run would choose (backends.select.create_backend) on one real batch already "
+            "resident where it computes, ceil(n / batch) calls per round",
             "baseline": "per image: PIL load, OpenCV HSV, one eager torch fp32 forward, one HDF5 row write + flush",
-            "statistics": "median over timed repeats, with min/max and quartiles; warm-up passes untimed",
-            "memory": "peak RSS (ru_maxrss) and device memory of a fresh worker process per measurement and batch size",
+            "gflop_per_s": "model gflop_per_image x images/s; compare with environment.cpu.peak_gflops",
         },
         "batch_sizes": per_size,
-        "baseline": baseline,
+        "baseline": baseline_doc,
         "summary": {
             "best_batch_size": int(best),
-            "end_to_end_images_per_s": round(e2e, 2),
-            "infer_only_images_per_s": round(infer, 2),
-            "baseline_images_per_s": None if baseline_rate is None else round(baseline_rate, 2),
-            "end_to_end_vs_infer_only": _ratio(e2e, infer),
-            "end_to_end_vs_baseline": _ratio(e2e, baseline_rate),
+            "end_to_end_images_per_s": per_size[best]["end_to_end"]["images_per_s"]["median"],
+            "infer_only_images_per_s": per_size[best]["infer_only"]["images_per_s"]["median"],
+            "baseline_images_per_s": None if baseline_doc is None else baseline_doc["images_per_s"]["median"],
+            "end_to_end_vs_infer_only": per_size[best]["ratios"]["end_to_end_vs_infer_only"],
+            "end_to_end_vs_baseline": per_size[best]["ratios"]["end_to_end_vs_baseline"],
+            "infer_only_gflop_per_s": per_size[best]["infer_only"]["gflop_per_s"],
+            "cpu_peak_gflop_per_s": peak,
+            "peak_rss_mib": round(peak_rss_mib(), 1),
         },
-        "targets": evaluate_targets(context),
     }

@@ -6,9 +6,7 @@ from __future__ import annotations
 import contextlib
 import resource
 import sys
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -67,24 +65,6 @@ def device_synchronizer(on_gpu: bool) -> Synchronize:
         raise BackendUnavailableError("benchmarking on the GPU needs torch with CUDA or cupy to synchronise the device") from exc
     sync: Synchronize = cupy.cuda.runtime.deviceSynchronize
     return sync
-
-
-class StageClock:
-    """Accumulates seconds per named stage; the device is synchronised before and after each region."""
-
-    def __init__(self, sync: Synchronize = no_sync) -> None:
-        self.sync = sync
-        self.seconds: dict[str, float] = {}
-
-    @contextmanager
-    def time(self, stage: str) -> Iterator[None]:
-        self.sync()
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.sync()
-            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - started
 
 
 def peak_rss_mib() -> float:

@@ -1,9 +1,9 @@
-"""``allbatch bench [SRC]``: throughput per stage, infer-only, end to end and a naive baseline (thin:
-builds a BenchConfig, calls ``allbatch.bench.run_bench``, writes the report)."""
+"""``allbatch bench [SRC]``: the real pipeline measured per stage, infer-only and end to end against the naive
+per-image loop, in paired rounds (thin: builds a BenchConfig, calls ``allbatch.bench.run_bench``, writes JSON).
+Targets and plots: ``python benchmarks/report.py OUT.json``."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -32,12 +32,12 @@ def bench_command(
         typer.Argument(help="Image folder (default: the dataset's Original folder if present, else the demo images).", show_default=False),
     ] = None,
     model: Annotated[Path | None, typer.Option(help="ONNX model with its .json manifest (default: the shipped model).")] = None,
-    backend: Annotated[str, typer.Option(help="auto | onnxruntime | torch | tensorrt")] = "auto",
+    backend: Annotated[str, typer.Option(help="auto | onnxruntime | openvino | torch | tensorrt (chosen as `run` does)")] = "auto",
     decoder: Annotated[str, typer.Option(help="auto | cpu | dali (GPU) | dali-cpu")] = "auto",
-    precision: Annotated[str, typer.Option(help="fp16 | fp32 (torch and TensorRT; ONNX Runtime computes in fp32)")] = "fp16",
+    precision: Annotated[str, typer.Option(help="fp16 (the device's reduced precision: bf16 for openvino) | bf16 | fp32")] = "fp16",
     batch_sizes: Annotated[str, typer.Option("--batch-sizes", help="Comma-separated batch sizes to sweep.")] = "8,32,128",
-    repeats: Annotated[int, typer.Option(help="Timed repeats per measurement (median and spread reported).")] = 3,
-    warmup: Annotated[int, typer.Option(help="Untimed warm-up passes before the timed ones.")] = 1,
+    repeats: Annotated[int, typer.Option(help="Timed paired rounds (median and spread reported).")] = 3,
+    warmup: Annotated[int, typer.Option(help="Untimed warm-up rounds on the first two batches.")] = 1,
     limit: Annotated[int | None, typer.Option(help="Benchmark at most this many images (spread over the folder).")] = None,
     baseline: Annotated[
         bool | None,
@@ -48,17 +48,14 @@ def bench_command(
         ),
     ] = None,
     decode_threads: Annotated[int, typer.Option(help="Decode threads of the pipeline's preparer.")] = 2,
-    json_out: Annotated[
-        Path | None, typer.Option("--json", help="Write the report here (plus -stages.png and -batch-sweep.png beside it).")
-    ] = None,
-    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write the PNG plots beside the JSON.")] = True,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the report here (else print it on stdout).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary table.")] = False,
 ) -> None:
-    """Measure images/s per stage (read, decode, segment, assemble, infer, write), infer-only and end to end
-    per batch size, against the naive per-image baseline on the same images and model."""
+    """Measure images/s of the real pipeline: per stage (serial mode), infer-only and end to end per batch size,
+    against the naive per-image baseline on the same images and model, in paired alternating rounds."""
     from allbatch.bench import BenchConfig, run_bench
     from allbatch.bench.baseline import baseline_unavailable_reason
-    from allbatch.bench.report import summary_table, write_report
+    from allbatch.bench.report import summary_table, write_json
 
     baseline_missing = baseline_unavailable_reason() if baseline is not False else None
     if baseline_missing and baseline:  # asked for by name: refuse before any work
@@ -86,10 +83,4 @@ def bench_command(
     if json_out is None:
         typer.echo(json.dumps(doc, indent=1))
         return
-    if plots and importlib.util.find_spec("matplotlib") is None:  # plots are optional: the core install has no matplotlib
-        print_warning(
-            "no plots: matplotlib is not installed (pip install matplotlib, or pip install 'allbatch[bench]'); writing the JSON only"
-        )
-        plots = False
-    for path in write_report(doc, json_out, plots=plots):
-        console.print(f"wrote {path}", highlight=False)
+    console.print(f"wrote {write_json(doc, json_out)}", highlight=False)

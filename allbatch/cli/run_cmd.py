@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
+from allbatch.backends.select import BACKEND_NAMES
 from allbatch.cli.console import make_console, print_error, printable, stderr_is_terminal
 from allbatch.cli.progress import progress_reporter
 from allbatch.cli.stop_signals import stop_on_signals
@@ -35,7 +36,7 @@ def run_command(
     src: Annotated[Path | None, typer.Argument(help="Folder (searched recursively) or single image file.", show_default=False)] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="The results.h5 to write.")] = Path("results.h5"),
     model: Annotated[Path | None, typer.Option(help="ONNX model with its .json manifest beside it (default: the shipped model).")] = None,
-    backend: Annotated[str, typer.Option(help="auto | onnxruntime | torch | tensorrt")] = "auto",
+    backend: Annotated[str, typer.Option(help="auto | onnxruntime | openvino | torch | tensorrt")] = "auto",
     decoder: Annotated[str, typer.Option(help="auto | cpu | dali (GPU) | dali-cpu")] = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images per inference batch.")] = 64,
     resume: Annotated[
@@ -75,8 +76,8 @@ def run_command(
         raise UserInputError("--resume and --overwrite exclude each other")
     if demo == (src is not None):
         raise UserInputError("give either SRC or --demo")
-    if backend not in ("auto", "onnxruntime", "torch", "tensorrt"):
-        raise UserInputError(f"unknown --backend {backend!r} (auto, onnxruntime, torch, tensorrt)")
+    if backend not in BACKEND_NAMES:
+        raise UserInputError(f"unknown --backend {backend!r} ({', '.join(BACKEND_NAMES)})")
     if decoder not in ("auto", "cpu", "dali", "dali-cpu"):
         raise UserInputError(f"unknown --decoder {decoder!r} (auto, cpu, dali, dali-cpu)")
     if symlinks not in ("follow", "skip"):

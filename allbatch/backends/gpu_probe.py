@@ -14,6 +14,9 @@ log = logging.getLogger("allbatch.backends")
 NVIDIA_SMI_TIMEOUT_S = 15.0
 _QUERY_FIELDS = ("index", "name", "memory.total", "driver_version", "compute_cap")
 
+CUPY_INSTALL_HINT = "pip install cupy-cuda13x"
+"""How to get CuPy, which owns device memory, streams and kernels on the GPU path."""
+
 
 @dataclass(frozen=True)
 class GpuInfo:

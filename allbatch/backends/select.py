@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable
 
 from allbatch.backends.base import Backend
-from allbatch.backends.gpu_probe import cuda_gpu_present
+from allbatch.backends.gpu_probe import CUPY_INSTALL_HINT, cuda_gpu_present
 from allbatch.errors import BackendUnavailableError, UserInputError
 from allbatch.manifest import ModelArtifact
 
@@ -32,7 +32,6 @@ DECODER_NAMES = ("auto", "cpu", "dali", "dali-cpu")
 PRECISIONS = ("fp16", "bf16", "fp32")
 """fp16: the reduced precision of the device (fp16 on GPUs, bf16 on CPUs with native bf16 for openvino, else fp32);
 bf16: openvino only."""
-CUPY_INSTALL_HINT = "pip install cupy-cuda13x"
 
 Status = tuple[bool, str]
 """(usable on this machine?, why: a version and device, or what is missing)."""

@@ -34,7 +34,7 @@ from allbatch.backends.fp16_check import (
     judge_fp16,
     reference_probs,
 )
-from allbatch.backends.select import CUPY_INSTALL_HINT
+from allbatch.backends.gpu_probe import CUPY_INSTALL_HINT
 from allbatch.backends.trt_engine import (
     EngineKey,
     Precision,

@@ -40,6 +40,7 @@ from allbatch.discover import DiscoveredFile, discover
 from allbatch.errors import AllbatchError, BackendUnavailableError, UserInputError
 from allbatch.executors.shard import select
 from allbatch.pipeline import ProgressCallback, RunConfig, RunProgress, RunSummary, _provenance, compat_key, make_preparer, rows_for
+from allbatch.qc.schema import empty_qc
 from allbatch.qc.stage import QcStage
 from allbatch.read import read_encoded
 from allbatch.records import EncodedImage, PreparedBatch
@@ -62,13 +63,19 @@ BLOCKS_PER_ACTOR = 4
 """Input blocks per actor at least, so that the pool stays busy and a retried task redoes little."""
 
 
+NESTED = "."
+"""Joins a dict-valued ResultRows field and its keys into one Ray column name (``qc.max_prob``)."""
+
+
 def rows_to_columns(rows: ResultRows) -> dict[str, npt.NDArray[Any]]:
     """A ResultRows as a Ray Data numpy batch: one (n, ...) array per field (lists of str as object arrays).
     Generic over the fields, so columns added to ResultRows travel without changes here."""
     out: dict[str, npt.NDArray[Any]] = {}
     for spec in dataclasses.fields(rows):
         value = getattr(rows, spec.name)
-        if value is not None:
+        if isinstance(value, dict):  # e.g. the /qc columns by key: one Ray column each
+            out.update({f"{spec.name}{NESTED}{key}": np.asarray(column) for key, column in value.items()})
+        elif value is not None:
             out[spec.name] = np.array(value, dtype=object) if isinstance(value, list) else np.asarray(value)
     return out
 
@@ -80,6 +87,10 @@ def rows_from_columns(columns: Mapping[str, npt.NDArray[Any]], positions: npt.ND
         if spec.name in columns:
             column = np.asarray(columns[spec.name])[positions]
             values[spec.name] = [str(v) for v in column.tolist()] if str(spec.type).startswith("list") else column
+        prefix = f"{spec.name}{NESTED}"
+        nested = {name[len(prefix) :]: np.asarray(column)[positions] for name, column in columns.items() if name.startswith(prefix)}
+        if nested:
+            values[spec.name] = nested
     return ResultRows(**values)
 
 
@@ -142,7 +153,8 @@ class RowsActor:
             parts.append((rows_for(prepared, output, self._qc(prepared, output)), False))
         if skipped:
             empty = PreparedBatch(skipped, None, np.full(len(skipped), np.nan, dtype=np.float32))
-            parts.append((rows_for(empty, InferenceOutput.empty(len(CLASS_NAMES), 0)), True))
+            # qc fill values, so that every part has the same Ray columns (the driver drops skipped rows)
+            parts.append((rows_for(empty, InferenceOutput.empty(len(CLASS_NAMES), 0), empty_qc(len(skipped))), True))
         columns = [rows_to_columns(rows) | {SKIPPED: np.full(len(rows), flag)} for rows, flag in parts]
         return {name: np.concatenate([c[name] for c in columns]) for name in columns[0]}
 

@@ -46,7 +46,7 @@ def test_file_size_limit_mid_run_is_one_line_and_resume_finishes(tmp_path: Path,
     args = [sys.executable, "-m", "allbatch", *cpu_run_args(root, out, tiny_model, "--batch-size", "1", "--quiet")]
 
     def limit_file_size() -> None:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (360 * 1024, resource.RLIM_INFINITY))  # a new file is 275 KiB, a finished one 435
+        resource.setrlimit(resource.RLIMIT_FSIZE, (580 * 1024, resource.RLIM_INFINITY))  # a new file is 496 KiB, a full one 656
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "400"}
     limited = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300, preexec_fn=limit_file_size)

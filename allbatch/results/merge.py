@@ -35,6 +35,7 @@ from allbatch.results.schema import (
     N_COMMITTED,
     PATH,
     STATUS,
+    WRITE_ALIGNMENT,
     check_layout,
     open_h5,
     read_root_attrs,
@@ -249,7 +250,7 @@ def _write(parts: list[_Part], output: Path, attrs: dict[str, Any]) -> tuple[Pat
     tmp = _tmp_path(output)
     digest = hashlib.sha256()
     try:
-        with h5py.File(tmp, "w", alignment_threshold=1, alignment_interval=8) as dst:
+        with h5py.File(tmp, "w", **WRITE_ALIGNMENT) as dst:  # as every writing session (schema.WRITE_ALIGNMENT)
             dst.create_dataset(N_COMMITTED, data=np.zeros(1, dtype=np.int64))
             with h5py.File(parts[0].path, "r") as template:
                 for name, (dtype, row_shape) in parts[0].row_datasets.items():

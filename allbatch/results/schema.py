@@ -287,6 +287,17 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+PAGE = 4096
+"""File-space alignment of everything allbatch allocates while writing (``WRITE_ALIGNMENT``)."""
+WRITE_ALIGNMENT = {"alignment_threshold": 1, "alignment_interval": PAGE}
+"""h5py file options for every session that writes. A SIGKILL can cut a write between two pages (the
+kernel stops copying at a page boundary when the process is killed), and HDF5 rewrites whole global-heap
+collections, object headers and chunks in place, including ones that hold committed rows (a later session
+puts new strings into an old collection's free space). Page-aligned allocations keep every such block of
+up to one page inside one page, so a rewrite of it lands whole or not at all; larger chunks only ever
+rewrite committed bytes with the same values."""
+
+
 def open_h5(path: Path, mode: Literal["r", "r+"]) -> h5py.File:
     """Open an existing results file; ResultsFileError with a one-line reason when that fails."""
     if not path.exists():
@@ -294,7 +305,7 @@ def open_h5(path: Path, mode: Literal["r", "r+"]) -> h5py.File:
     if path.is_dir():
         raise ResultsFileError(f"{path} is a folder, not a results file")
     try:
-        return h5py.File(path, mode)
+        return h5py.File(path, mode, **(WRITE_ALIGNMENT if mode == "r+" else {}))
     except OSError as exc:
         if not h5py.is_hdf5(path):
             raise ResultsFileError(f"{path} is not an HDF5 file ({path.stat().st_size} bytes)") from None

@@ -95,6 +95,7 @@ from allbatch.results.schema import (
     SCHEMA_VERSION,
     SHA256,
     STATUS,
+    WRITE_ALIGNMENT,
     check_layout,
     create_datasets,
     iter_verified,
@@ -234,8 +235,9 @@ def _build(
     tmp = _tmp_path(path)
     try:
         with _writing(path):
-            # 8-byte alignment keeps /meta/n_committed inside one page, so its update is all or nothing.
-            with h5py.File(tmp, "w", alignment_threshold=1, alignment_interval=8) as dst:
+            # Page alignment (schema.WRITE_ALIGNMENT) keeps /meta/n_committed, every heap collection and object
+            # header of up to a page inside one page, so an in-place update of one is all or nothing.
+            with h5py.File(tmp, "w", **WRITE_ALIGNMENT) as dst:
                 create_datasets(dst, class_names, rows, working=working)
                 write_root_attrs(dst, attrs)
                 n = fill(dst) if fill is not None else 0

@@ -380,16 +380,6 @@ class _Producer(threading.Thread):
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer thread, which re-raises it
             self._put(exc)
 
-    def queued(self) -> Iterator[_Work]:
-        """The batches this thread prepared, in order; re-raises its exception."""
-        while True:
-            work = self.out.get()
-            if work is None:
-                return
-            if isinstance(work, BaseException):
-                raise work
-            yield work
-
 
 class _SerialWriter:
     """``BackgroundWriter``'s interface, appending in the calling thread (the serial mode)."""

@@ -176,6 +176,7 @@ def _run_config(config: BenchConfig, source: Path, output: Path, batch_size: int
         decoder=config.decoder,
         precision=config.precision,
         batch_size=batch_size,
+        infer_chunk_seconds=None,  # whole batches: the sweep measures the batch size it names
         mode="overwrite",
         decode_threads=config.decode_threads,
         argv=["allbatch", "bench", f"--batch-size={batch_size}"],

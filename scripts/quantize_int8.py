@@ -23,13 +23,8 @@ import numpy as np
 from allbatch import CLASS_NAMES
 from allbatch.backends.int8_gate import INT8_MAX_ACCURACY_DROP, INT8_MIN_LABEL_AGREEMENT, int8_figures, judge_int8
 from allbatch.cpu_features import cpu_features
-from allbatch.cpu_prepare import prepare_one
 from allbatch.manifest import load_model_artifact
-
-
-def prepared(paths: list[Path], artifact) -> np.ndarray:  # type: ignore[no-untyped-def]
-    manifest = artifact.manifest
-    return np.stack([prepare_one(path.read_bytes(), manifest.prep, manifest.seg)[0] for path in paths])
+from allbatch.prepare import prepare_files
 
 
 def classify(compiled, inputs: np.ndarray, batch: int = 16) -> np.ndarray:  # type: ignore[no-untyped-def]
@@ -57,8 +52,8 @@ def main() -> None:
     train = sorted(p for p in args.data.rglob("*.jpg") if str(p.relative_to(args.data)) not in val_set)
     picks = np.linspace(0, len(train) - 1, num=min(args.calibration, len(train))).round().astype(int)
     started = time.time()
-    calibration = prepared([train[i] for i in picks], artifact)
-    validation = prepared([args.data / rel for rel in val_rel], artifact)
+    calibration = prepare_files([train[i] for i in picks], artifact.manifest.prep, artifact.manifest.seg)
+    validation = prepare_files([args.data / rel for rel in val_rel], artifact.manifest.prep, artifact.manifest.seg)
     truth = np.array([CLASS_NAMES.index(Path(rel).parts[0]) for rel in val_rel])
     print(f"prepared {len(calibration)} calibration and {len(validation)} validation images in {time.time() - started:.0f} s", flush=True)
 

@@ -34,6 +34,7 @@ from allbatch.bench.environment import collect_environment, machine_load
 from allbatch.bench.load_monitor import LoadMonitor
 from allbatch.executors.ray_data import rows_from_columns, rows_to_columns
 from allbatch.executors.shard import Shard, paths_digest
+from allbatch.qc.schema import QC_COLUMNS
 from allbatch.results.merge import merge_parts
 from allbatch.results.rows import ResultRows
 from allbatch.results.writer import ResultsWriter
@@ -56,13 +57,31 @@ def synthetic_rows(n: int, seed: int = 0) -> ResultRows:
     labels = np.where(failed, -1, np.nan_to_num(probs).argmax(axis=1)).astype(np.int8)
     fraction = np.where(failed, np.nan, rng.random(n)).astype(np.float32)
     errors = ["cannot decode: image file is truncated" if f else "" for f in failed.tolist()]
-    return ResultRows(paths, sha, status, errors, probs.astype(np.float32), labels, fraction, np.arange(n, dtype=np.int64))
+    file_stat = np.stack([rng.integers(10_000, 40_000, n), rng.integers(1 << 60, 1 << 61, n), rng.integers(1 << 60, 1 << 61, n)], axis=1)
+    qc = {c.key: rng.random((n, *c.row_shape)).astype(c.dtype) * 100 for c in QC_COLUMNS}  # as many /qc bytes as a real row
+    return ResultRows(
+        paths,
+        sha,
+        status,
+        errors,
+        probs.astype(np.float32),
+        labels,
+        fraction,
+        file_stat=file_stat.astype(np.int64),
+        index=np.arange(n, dtype=np.int64),
+        qc=qc,
+    )
 
 
 def row_slice(rows: ResultRows, start: int, stop: int) -> ResultRows:
     """Rows [start, stop) of ``rows``, whatever fields ResultRows has."""
-    values = {spec.name: getattr(rows, spec.name) for spec in dataclasses.fields(rows)}
-    return ResultRows(**{name: None if value is None else value[start:stop] for name, value in values.items()})
+
+    def part(value: Any) -> Any:
+        if isinstance(value, dict):  # e.g. the /qc columns by key
+            return {key: column[start:stop] for key, column in value.items()}
+        return None if value is None else value[start:stop]
+
+    return ResultRows(**{spec.name: part(getattr(rows, spec.name)) for spec in dataclasses.fields(rows)})
 
 
 def batches(rows: ResultRows, size: int) -> list[ResultRows]:

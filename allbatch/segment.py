@@ -5,11 +5,18 @@ it with ``COLOR_RGB2HSV`` (so OpenCV took blue for red), kept pixels with H in 1
 V >= 50 (``inRange``), zeroed the rest of the HSV array (``bitwise_and``) and wrote that array as a
 JPEG, so a segmented image holds masked (V, S, H) in its R, G, B channels. This module reproduces the
 8-bit OpenCV arithmetic exactly (integer tables with a 12-bit shift), so masks are identical, not close.
+
+Where OpenCV is installed (the ``openvino``, ``robust``, ``train`` and ``dev`` extras) ``segment`` calls it
+instead of the NumPy port: the same arithmetic (tests compare both on every 8-bit colour and every
+development image), about five times faster, which matters on a CPU where decoding shares the cores with
+the network. The NumPy port stays the definition that needs no optional package.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -96,12 +103,40 @@ def segment(rgb: npt.NDArray[np.uint8], params: SegmentationParams) -> tuple[npt
     segmented = np.empty_like(rgb, dtype=np.uint8)
     mask = np.empty((height, width), dtype=np.bool_)
     rows = max(1, STRIPE_PIXELS // max(1, width))
+    cv2 = opencv()
     for top in range(0, height, rows):
         stripe = slice(top, top + rows)
-        hsv = opencv_rgb2hsv(rgb[stripe, :, ::-1])
-        mask[stripe] = threshold_mask(hsv, params)
-        segmented[stripe] = np.where(mask[stripe][..., None], hsv[..., ::-1], np.uint8(0))
+        if cv2 is not None:
+            _segment_stripe_opencv(cv2, np.ascontiguousarray(rgb[stripe]), params, segmented[stripe], mask[stripe])
+        else:
+            hsv = opencv_rgb2hsv(rgb[stripe, :, ::-1])
+            mask[stripe] = threshold_mask(hsv, params)
+            segmented[stripe] = np.where(mask[stripe][..., None], hsv[..., ::-1], np.uint8(0))
     return segmented, mask
+
+
+@functools.cache
+def opencv() -> ModuleType | None:
+    """The ``cv2`` module when OpenCV is installed, else None (``segment`` then runs the NumPy port)."""
+    try:
+        import cv2
+    except ImportError:
+        return None
+    return cv2
+
+
+def _segment_stripe_opencv(
+    cv2: ModuleType,
+    rgb: npt.NDArray[np.uint8],
+    params: SegmentationParams,
+    segmented: npt.NDArray[np.uint8],
+    mask: npt.NDArray[np.bool_],
+) -> None:
+    """The authors' three OpenCV calls on one C-contiguous (h, W, 3) RGB stripe, into ``segmented`` / ``mask``."""
+    hsv = cv2.cvtColor(rgb, cv2.COLOR_BGR2HSV)  # BGR2HSV on RGB data takes blue for red: their RGB2HSV on BGR data
+    inside = cv2.inRange(hsv, (params.h_min, params.s_min, params.v_min), (params.h_max, params.s_max, params.v_max))
+    np.not_equal(inside, 0, out=mask)
+    segmented[...] = cv2.bitwise_and(hsv, hsv, mask=inside)[..., ::-1]
 
 
 def authors_mask(segmented_rgb: npt.NDArray[np.uint8], threshold: int = 150) -> npt.NDArray[np.bool_]:

@@ -6,7 +6,7 @@ temperature on the plain validation logits (NLL) and reports the 15-bin ECE befo
 
 Usage:
   python scripts/robustness.py [--model allbatch/engines/allbatch-densenet201.onnx] [--data ../shared/data/all-kaggle/Original]
-         [--only NAME ...] [--limit N] [--json out.json] [--write] [--calibrate]
+         [--only NAME ...] [--limit N] [--backend onnxruntime|openvino] [--json out.json] [--write] [--calibrate]
 --calibrate re-exports the model with the temperature fitted after the plain pass in its graph and
 manifest (``reexport_artifact``; the suite goes on with the loaded weights: a temperature changes no
 class); --write stores the figures in the manifest (validation.robustness, validation.calibration).
@@ -24,10 +24,13 @@ from pathlib import Path
 import numpy as np
 
 from allbatch import CLASS_NAMES
+from allbatch.backends.base import BaseBackend
 from allbatch.backends.ort_backend import OnnxRuntimeBackend
 from allbatch.evaluation.calibration import calibrate
 from allbatch.evaluation.robustness import RobustnessReport, run_suite
 from allbatch.manifest import load_model_artifact, manifest_path_for
+
+MEASURED_ON = {"onnxruntime": "ONNX Runtime CPU (fp32)", "openvino": "OpenVINO CPU (fp32)"}
 
 
 def main() -> None:
@@ -39,6 +42,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--stride", type=int, default=1, help="perturbations on every k-th validation image (1 = all)")
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
+    parser.add_argument(
+        "--backend",
+        choices=("onnxruntime", "openvino"),
+        default="onnxruntime",
+        help="fp32 runtime: ONNX Runtime (the reference) or OpenVINO fp32 (same graph, about 1.8x faster on AVX-512)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the report (and plain logits) as JSON")
     parser.add_argument("--write", action="store_true", help="store robustness + calibration in the manifest")
     parser.add_argument("--calibrate", action="store_true", help="re-export the model with the fitted temperature")
@@ -55,7 +64,7 @@ def main() -> None:
 
     def context() -> dict[str, object]:
         return {
-            "measured_on": "ONNX Runtime CPU",
+            "measured_on": MEASURED_ON[args.backend],
             "n": len(paths),
             "split_rule": manifest.training.get("split_rule"),
             "seconds": round(time.time() - started, 1),
@@ -85,7 +94,14 @@ def main() -> None:
         if args.json is not None:
             args.json.with_suffix(".partial.json").write_text(json.dumps(partial.to_dict(), indent=1))
 
-    with OnnxRuntimeBackend(artifact, threads=args.threads) as backend:
+    backend: BaseBackend
+    if args.backend == "openvino":
+        from allbatch.backends.openvino_backend import OpenVinoBackend
+
+        backend = OpenVinoBackend(artifact, precision="fp32")
+    else:
+        backend = OnnxRuntimeBackend(artifact, threads=args.threads)
+    with backend:
         report = run_suite(
             paths,
             labels,

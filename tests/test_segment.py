@@ -6,11 +6,22 @@ import numpy as np
 import pytest
 from image_factory import DATASET
 
+import allbatch.segment as segment_module
 from allbatch.decode import decode_rgb
 from allbatch.segment import SegmentationParams, authors_mask, mask_iou, opencv_rgb2hsv, segment
 
 cv2 = pytest.importorskip("cv2", reason="opencv-python-headless (dev extra) is the reference implementation")
 needs_data = pytest.mark.skipif(not DATASET.is_dir(), reason=f"development images not present at {DATASET}")
+
+
+@pytest.fixture(params=["opencv", "numpy"])
+def implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """``segment`` through OpenCV (what runs where it is installed) or through the NumPy port (where it is not)."""
+    if request.param == "numpy":
+        monkeypatch.setattr(segment_module, "opencv", lambda: None)
+    else:
+        assert segment_module.opencv() is cv2
+    return str(request.param)
 
 
 def opencv_reference(bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -28,7 +39,7 @@ def test_hsv_matches_opencv_on_every_8bit_colour() -> None:
     assert np.array_equal(opencv_rgb2hsv(every), cv2.cvtColor(every, cv2.COLOR_RGB2HSV))
 
 
-def test_segment_matches_opencv_on_every_8bit_colour() -> None:
+def test_segment_matches_opencv_on_every_8bit_colour(implementation: str) -> None:
     levels = np.arange(0, 256, 3, dtype=np.uint8)
     r, g, b = np.meshgrid(levels, levels, levels, indexing="ij")
     rgb = np.stack([r, g, b], axis=-1).reshape(-1, levels.size, 3)
@@ -41,7 +52,7 @@ def test_segment_matches_opencv_on_every_8bit_colour() -> None:
 
 @needs_data
 @pytest.mark.realdata
-def test_bit_exact_with_opencv_on_every_development_image() -> None:
+def test_bit_exact_with_opencv_on_every_development_image(implementation: str) -> None:
     files = sorted((DATASET / "Original").glob("*/*.jpg"))
     assert len(files) == 2556
     differing_pixels = 0
@@ -90,9 +101,7 @@ def test_mask_helpers() -> None:
 
 
 @pytest.mark.parametrize("stripe_pixels", [1, 997, 50_000])
-def test_segmenting_in_stripes_equals_one_pass(monkeypatch: pytest.MonkeyPatch, stripe_pixels: int) -> None:
-    import allbatch.segment as segment_module
-
+def test_segmenting_in_stripes_equals_one_pass(monkeypatch: pytest.MonkeyPatch, stripe_pixels: int, implementation: str) -> None:
     rgb = np.random.default_rng(3).integers(0, 256, (173, 211, 3), dtype=np.uint8)
     monkeypatch.setattr(segment_module, "STRIPE_PIXELS", 10**9)
     whole, whole_mask = segment(rgb, SegmentationParams())
@@ -100,3 +109,13 @@ def test_segmenting_in_stripes_equals_one_pass(monkeypatch: pytest.MonkeyPatch, 
     striped, striped_mask = segment(rgb, SegmentationParams())
     assert np.array_equal(striped, whole) and np.array_equal(striped_mask, whole_mask)
     assert whole_mask.any() and not whole_mask.all()
+
+
+def test_both_implementations_agree_on_a_non_contiguous_view(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rotated / flipped view (training augmentation hands such arrays over) segments the same either way."""
+    rgb = np.rot90(np.random.default_rng(5).integers(0, 256, (61, 47, 3), dtype=np.uint8))[:, ::-1]
+    with_opencv = segment(rgb, SegmentationParams())
+    monkeypatch.setattr(segment_module, "opencv", lambda: None)
+    without = segment(rgb, SegmentationParams())
+    assert np.array_equal(with_opencv[0], without[0]) and np.array_equal(with_opencv[1], without[1])
+    assert with_opencv[1].any()

@@ -47,6 +47,10 @@ PRECISIONS = ("auto", "bf16", "fp32")
 """``auto``: bf16 where the CPU computes it natively, else fp32."""
 CHECK_BATCH = 16
 """Images per call during the agreement check."""
+REQUESTS_PER_STREAM = 2
+"""Infer requests per OpenVINO stream: a batch is cut into that many more, smaller pieces. The streams take
+queued requests as they come free, so a stream slowed down by the pipeline's decode threads (on a small
+machine they share its cores) takes fewer pieces instead of holding up the whole batch."""
 _OV_TYPE = {"bf16": "bf16", "fp32": "f32"}
 """OpenVINO element type names (``openvino.Type`` attributes)."""
 
@@ -158,7 +162,7 @@ class OpenVinoBackend(BaseBackend):
                 f"{self.artifact.onnx_path}: graph inputs {inputs} / outputs {outputs} differ from the manifest "
                 f"({manifest.input_name!r} -> {manifest.output_names})"
             )
-        count = int(compiled.get_property(props.optimal_number_of_infer_requests))
+        count = int(compiled.get_property(props.optimal_number_of_infer_requests)) * REQUESTS_PER_STREAM
         self._compiled = compiled
         self._requests = [compiled.create_infer_request() for _ in range(count)]
         log.debug("openvino %s on %s: %s, %d parallel requests", self._version, self.device, self.precision, count)

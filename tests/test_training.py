@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch", reason="training needs torch")
 pytest.importorskip("cv2", reason="training augmentation needs OpenCV")
 
 from allbatch.model.onnx_io import load_network  # noqa: E402 - after the importorskip
-from allbatch.training.train import TrainConfig, initial_network, learning_rate, train  # noqa: E402
+from allbatch.training.train import TrainConfig, init_history, initial_network, learning_rate, train  # noqa: E402
 
 DEMO = Path(__file__).resolve().parents[1] / "allbatch" / "demo"
 
@@ -53,6 +53,20 @@ def test_initial_network_from_an_exported_artifact(tiny_model: Path, tmp_path: P
     reference = load_network(tiny_model, manifest["architecture"]).state_dict()
     loaded = initial_network(_config(tmp_path, tiny_model), TINY).state_dict()
     assert all(torch.equal(loaded[key], value) for key, value in reference.items())
+
+
+def test_a_fine_tune_keeps_the_history_of_the_weights_it_started_from(tmp_path: Path) -> None:
+    artifact = tmp_path / "model.onnx"
+    earlier = [{"stage": 1, "epoch": 1, "size": 112}, {"stage": 2, "epoch": 1, "size": 224}]
+    last = [{"stage": 2, "epoch": 1, "size": 224, "note": "fine-tune"}]
+    artifact.with_suffix(".json").write_text(json.dumps({"training": {"init_history": earlier, "history": last}}))
+    assert init_history(_config(tmp_path, artifact)) == [*earlier, *last]
+    checkpoint_run = tmp_path / "run"
+    checkpoint_run.mkdir()
+    (checkpoint_run / "history.json").write_text(json.dumps(earlier))
+    from_checkpoint = TrainConfig(init_checkpoint=str(checkpoint_run / "best.pt"))
+    assert init_history(from_checkpoint) == earlier
+    assert init_history(TrainConfig()) == []
 
 
 def test_train_ema_resume_and_deadline(tiny_model: Path, tmp_path: Path) -> None:

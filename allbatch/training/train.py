@@ -181,6 +181,15 @@ def _history_beside(checkpoint: str) -> list[dict[str, float]]:
     return json.loads(path.read_text()) if path is not None and path.is_file() else []
 
 
+def init_history(config: TrainConfig) -> list[dict[str, Any]]:
+    """Every earlier epoch behind the starting weights, oldest first: an artifact's own ``init_history`` and
+    ``history`` (``--init-onnx``), or the history.json beside ``--init-checkpoint``."""
+    if config.init_onnx:
+        training = json.loads(Path(config.init_onnx).with_suffix(".json").read_text(encoding="utf-8")).get("training", {})
+        return [*training.get("init_history", []), *training.get("history", [])]
+    return _history_beside(config.init_checkpoint)
+
+
 def initial_network(config: TrainConfig, model_config: ModelConfig) -> TwoChannelNet:
     """Random weights, or those of ``init_onnx`` (an exported artifact) or ``init_checkpoint`` (a state_dict)."""
     if config.init_onnx:
@@ -339,7 +348,7 @@ def train(config: TrainConfig) -> Path:
             ),
             "val_files": [str(image.path.relative_to(root)) for image in val_images],
             "history": history,
-            "init_history": _history_beside(config.init_checkpoint),
+            "init_history": init_history(config),
             "minutes": sum(row["seconds"] for row in history) / 60,
         },
         validation={

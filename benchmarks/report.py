@@ -22,6 +22,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from allbatch.bench.report import run_title
+
 CPU_BACKENDS = ("onnxruntime", "openvino")
 STAGE_COLOURS = {"read": "#8c8c8c", "prepare": "#4c72b0", "infer": "#c44e52", "write": "#8172b3"}
 
@@ -107,12 +109,7 @@ def evaluate_targets(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def _title(doc: dict[str, Any]) -> str:
-    pipeline, cpu = doc["pipeline"], doc["environment"]["cpu"]
-    return (
-        f"{doc['model']['name']}, {pipeline['backend']} ({pipeline['compute_precision']}) + {pipeline['decoder']}, "
-        f"{doc['input']['images']} images\n{cpu['model']}, {cpu['usable_cores']} cores, {cpu['isa_summary']}; "
-        f"load {doc['machine_load']['before']['loadavg_1_5_15'][0]}"
-    )
+    return f"{run_title(doc, separator=chr(10))}; load {doc['machine_load']['before']['loadavg_1_5_15'][0]}"
 
 
 def plot_stages(doc: dict[str, Any], path: Path) -> None:

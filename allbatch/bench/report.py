@@ -17,11 +17,12 @@ def write_json(doc: dict[str, Any], json_path: Path) -> Path:
     return json_path
 
 
-def _title(doc: dict[str, Any]) -> str:
+def run_title(doc: dict[str, Any], separator: str = "; ") -> str:
+    """What ran on what: model, backend and precision, decoder, images, device; the CPU, cores and ISA after ``separator``."""
     pipeline, cpu = doc["pipeline"], doc["environment"]["cpu"]
     return (
         f"{doc['model']['name']}, {pipeline['backend']} ({pipeline['compute_precision']}) + {pipeline['decoder']} decoder, "
-        f"{doc['input']['images']} images of {doc['input']['megapixels_median']} MP on {pipeline['device']}; "
+        f"{doc['input']['images']} images of {doc['input']['megapixels_median']} MP on {pipeline['device']}{separator}"
         f"{cpu['model']}, {cpu['usable_cores']} cores, {cpu['isa_summary']}"
     )
 
@@ -34,7 +35,7 @@ def _fmt(stats: dict[str, Any] | None) -> str:
 
 def summary_table(doc: dict[str, Any]) -> Table:
     """Images/s per batch size (median, min-max over the rounds), the paired ratios and the stage shares."""
-    table = Table(title=_title(doc), title_justify="left")
+    table = Table(title=run_title(doc), title_justify="left")
     for column in ("batch", "e2e img/s", "infer-only img/s", "e2e/infer", "e2e/baseline", "infer GFLOP/s", "largest stages (serial)"):
         table.add_column(column)
     for size, entry in doc["batch_sizes"].items():

@@ -41,7 +41,7 @@ def _ndimage(xp: ModuleType) -> Any:
 
 
 def denormalise(inputs: Any, prep: Preprocessing) -> Any:
-    """(N, 2, 3, S, S) model input (float16/32, normalised as ``prep`` says) -> float32 pixels 0..255, same device."""
+    """Model input of any shape (float16/32, normalised as ``prep`` says) -> float32 pixels 0..255, same shape and device."""
     xp = array_module(inputs)
     pixels = (inputs.astype(xp.float32) * xp.float32(prep.std) + xp.float32(prep.mean)) * xp.float32(255.0)
     return xp.clip(pixels, 0.0, 255.0)
@@ -67,16 +67,16 @@ def input_measures(inputs: Any, prep: Preprocessing) -> dict[str, Any]:
         components: (N,) int32, 8-connected foreground regions of the segmented image at S x S.
     """
     xp = array_module(inputs)
-    pixels = denormalise(inputs, prep)
     rows = unblanked_rows(prep)
-    original = pixels[:, 0, :, :rows, :]  # (N, 3, R, S)
+    original = denormalise(inputs[:, 0, :, :rows, :], prep)  # (N, 3, R, S): only what the measures read
     grey = original[:, 0] * xp.float32(LUMA[0]) + original[:, 1] * xp.float32(LUMA[1]) + original[:, 2] * xp.float32(LUMA[2])
     laplacian = grey[:, :-2, 1:-1] + grey[:, 2:, 1:-1] + grey[:, 1:-1, :-2] + grey[:, 1:-1, 2:] - xp.float32(4.0) * grey[:, 1:-1, 1:-1]
     blur = laplacian.reshape(len(inputs), -1).var(axis=1)
     means = original.mean(axis=(2, 3))
     chroma = (original.max(axis=1) - original.min(axis=1)).mean(axis=(1, 2))
     colour = xp.concatenate([means, chroma[:, None]], axis=1)
-    foreground = pixels[:, 1].max(axis=1) > MASK_LEVEL  # (N, S, S)
+    # compared in the normalised space (an increasing affine map of the pixels): no denormalised copy of channel 1
+    foreground = inputs[:, 1].max(axis=1) > xp.float32((MASK_LEVEL / 255.0 - prep.mean) / prep.std)  # (N, S, S)
     return {
         "blur": blur.astype(xp.float32),
         "colour": colour.astype(xp.float32),
@@ -102,8 +102,8 @@ def count_components(masks: Any) -> Any:
     if count == 0:
         return xp.zeros(n, dtype=xp.int32)
     image_of_label = xp.zeros(count + 1, dtype=xp.int64)
-    image_index = xp.broadcast_to(xp.arange(n, dtype=xp.int64)[:, None, None], labels.shape)
-    image_of_label[labels.ravel()] = image_index.ravel()
+    where = xp.nonzero(labels)  # foreground pixels only (a few % of them); where[0] is each one's image
+    image_of_label[labels[where]] = where[0]
     return xp.bincount(image_of_label[1:], minlength=n).astype(xp.int32)
 
 

@@ -70,7 +70,7 @@ def fp32_artifact(checkpoint: Path, manifest: ModelManifest, folder: Path) -> Mo
     net = TwoChannelNet(ModelConfig.from_dict(manifest.architecture))
     net.load_state_dict(torch.load(checkpoint, map_location="cpu"))
     path = folder / "fp32.onnx"
-    export_fp32_onnx(net.eval(), path, manifest.prep.size)
+    export_fp32_onnx(net.eval(), path, manifest.prep.size, manifest.temperature)  # the same temperature as the compared graph
     model = onnx.load(str(path))
     strip_debug_metadata(model)
     onnx.save(model, str(path))

@@ -176,11 +176,13 @@ def slice_batch(batch: PreparedBatch, start: int, stop: int) -> PreparedBatch:
     ok = batch.ok_positions
     first = sum(1 for i in ok if i < start)
     last = sum(1 for i in ok if i < stop)
+    measures = batch.input_measures
     return PreparedBatch(
         images=batch.images[start:stop],
         inputs=batch.inputs[first:last],
         mask_fraction=batch.mask_fraction[start:stop],
         sizes=None if batch.sizes is None else batch.sizes[start:stop],
+        input_measures=None if measures is None else {key: value[first:last] for key, value in measures.items()},
     )
 
 
@@ -293,7 +295,8 @@ def rows_for(batch: PreparedBatch, output: InferenceOutput, qc: dict[str, Any] |
 
 class _Producer(threading.Thread):
     """Reads files in order, skips those already committed, prepares batches into a bounded queue.
-    ``first_index`` is the discovered-order index of ``files[0]`` (a shard's start)."""
+    ``first_index`` is the discovered-order index of ``files[0]`` (a shard's start). ``measure_inputs``
+    (optional) takes the quality-control input measures of each prepared batch here, off the backend's thread."""
 
     def __init__(
         self,
@@ -303,9 +306,11 @@ class _Producer(threading.Thread):
         batch_size: int,
         first_index: int = 0,
         timer: StageTimer | None = None,
+        measure_inputs: Callable[[Any], dict[str, Any]] | None = None,
     ) -> None:
         super().__init__(name="allbatch-producer", daemon=True)
         self.timer = timer
+        self.measure_inputs = measure_inputs
         self.files = files
         self.first_index = first_index
         self.committed = committed
@@ -369,6 +374,10 @@ class _Producer(threading.Thread):
         for images, superseded in self._batches():
             with timed(self.timer, "prepare", len(images)):
                 batch = self.preparer.prepare(images)
+            n_ok = len(batch.ok_positions)
+            if self.measure_inputs is not None and n_ok:
+                with timed(self.timer, "qc", 0):  # its images are counted once, after inference
+                    batch.input_measures = self.measure_inputs(batch.inputs)
             yield _Work(batch, superseded)
 
     def run(self) -> None:
@@ -444,8 +453,10 @@ def run(
             committed = writer.committed()
             preparer = make_preparer(decoder, artifact, config)
             background = _SerialWriter(writer) if config.serial else BackgroundWriter(writer)
-            producer = _Producer(files, committed, preparer, config.batch_size, first_index=record.start, timer=timer)
             qc_stage = QcStage(artifact.manifest)
+            producer = _Producer(
+                files, committed, preparer, config.batch_size, first_index=record.start, timer=timer, measure_inputs=qc_stage.measure_inputs
+            )
             consumer = _Consumer(producer, backend, background, summary, progress, stop, config, started, qc_stage, timer)
             try:
                 if not config.serial:
@@ -565,7 +576,10 @@ class _Consumer:
             self.seconds_per_image = (time.perf_counter() - began) / n_ok
         else:
             output = InferenceOutput.empty(len(CLASS_NAMES), 0)
-        qc = self.qc_stage(chunk, output) if self.qc_stage is not None else None  # measures and flags; never changes output
+        qc = None
+        if self.qc_stage is not None:
+            with timed(self.timer, "qc", n_ok):
+                qc = self.qc_stage(chunk, output)  # measures and flags; never changes output
         rows = rows_for(chunk, output, qc)
         with timed(self.timer, "write", len(chunk.images)):
             self.background.submit(rows)

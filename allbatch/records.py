@@ -62,12 +62,16 @@ class PreparedBatch:
     mask_fraction: (n,) float32 segmented fraction at native resolution, NaN for failed images.
     sizes: (n, 2) int32 native (height, width) after decoding, 0 for failed images; None when the
         preparer does not report them (quality control then skips the size check).
+    input_measures: the quality-control measures of ``inputs`` (``qc.measures.input_measures``: name ->
+        (n_ok, ...) arrays on the inputs' device), taken by the thread that prepared the batch so that the
+        backend's thread does not wait for them; None: the qc stage takes them itself.
     """
 
     images: list[EncodedImage]
     inputs: Any
     mask_fraction: npt.NDArray[np.float32]
     sizes: npt.NDArray[np.int32] | None = None
+    input_measures: dict[str, Any] | None = None
 
     @property
     def ok_positions(self) -> list[int]:

@@ -13,10 +13,11 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
-STAGES = ("read", "prepare", "infer", "write")
+STAGES = ("read", "prepare", "infer", "qc", "write")
 """The pipeline's stages in data-flow order: read (bytes + sha256), prepare (decode, segment, assemble),
-infer (the backend), write (results.h5; in the threaded mode only the time the backend thread waited on the
-writer thread)."""
+infer (the backend), qc (quality-control measures and flags: the input measures where the batch is prepared,
+the rest after inference), write (results.h5; in the threaded mode only the time the backend thread waited
+on the writer thread)."""
 
 _OFF: AbstractContextManager[None] = nullcontext()
 

@@ -25,7 +25,7 @@ from typing import Any
 from allbatch.bench.report import run_title
 
 CPU_BACKENDS = ("onnxruntime", "openvino")
-STAGE_COLOURS = {"read": "#8c8c8c", "prepare": "#4c72b0", "infer": "#c44e52", "write": "#8172b3"}
+STAGE_COLOURS = {"read": "#8c8c8c", "prepare": "#4c72b0", "infer": "#c44e52", "qc": "#55a868", "write": "#8172b3"}
 
 
 def limiting_stage(shares: dict[str, float]) -> dict[str, Any] | None:

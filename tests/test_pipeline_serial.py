@@ -34,7 +34,7 @@ def test_serial_mode_writes_the_same_rows_and_times_every_stage(tmp_path: Path, 
     timings = timer.to_dict()
     assert list(timings) == list(STAGES)
     assert timings["read"]["images"] == n and timings["prepare"]["images"] == n and timings["write"]["images"] == n
-    assert timings["infer"]["images"] == serial.ok < n  # only decoded images reach the network
+    assert timings["infer"]["images"] == timings["qc"]["images"] == serial.ok < n  # only decoded images reach the network
     assert all(timings[stage]["seconds"] > 0 for stage in STAGES)
 
 
@@ -44,4 +44,4 @@ def test_threaded_run_reports_into_the_timer_from_its_threads(tmp_path: Path, ti
     timer = StageTimer()
     summary = run(config(source, tmp_path / "out.h5", tiny_model, serial=False), timer=timer)
     assert summary.ok == 5
-    assert {stage: timer.images[stage] for stage in STAGES} == {"read": 5, "prepare": 5, "infer": 5, "write": 5}
+    assert {stage: timer.images[stage] for stage in STAGES} == {"read": 5, "prepare": 5, "infer": 5, "qc": 5, "write": 5}

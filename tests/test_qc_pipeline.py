@@ -112,3 +112,35 @@ def test_folder_verdicts_are_stored_exported_and_printed(archive: Path, model_wi
     assert [r["folder"] for r in rows] == ["odd", "slide 1", "slide 2"]
     assert [r["verdict"] for r in rows] == stored["verdict"] and stored["verdict"][0] == "insufficient"
     assert all(int(r["usable"]) == int(r["ok"]) - int(r["flagged"]) for r in rows)
+
+
+def test_input_measures_taken_while_preparing_give_the_same_columns_in_every_chunk(archive: Path, model_with_stats: Path) -> None:
+    """The producer takes the input measures (PreparedBatch.input_measures); chunks of the batch carry their
+    slice of them, and the /qc columns equal those the qc stage computes itself from the inputs."""
+    from allbatch.backends.select import create_backend
+    from allbatch.cpu_prepare import PillowPreparer
+    from allbatch.pipeline import slice_batch
+    from allbatch.qc.stage import QcStage
+    from allbatch.records import EncodedImage
+
+    artifact = load_model_artifact(model_with_stats)
+    files = [*sorted((archive / "slide 1").glob("*.jpg"))[:5], archive / "odd" / "notes.jpg", archive / "odd" / "grey.jpg"]
+    images = [EncodedImage(i, path.name, path.read_bytes(), "") for i, path in enumerate(files)]
+    preparer = PillowPreparer(artifact.manifest.prep, artifact.manifest.seg, threads=1)
+    try:
+        batch = preparer.prepare(images)
+    finally:
+        preparer.close()
+    stage = QcStage(artifact.manifest)
+    assert batch.input_measures is None
+    measured = slice_batch(batch, 0, len(images))
+    measured.input_measures = stage.measure_inputs(batch.inputs)
+    with create_backend("onnxruntime", artifact, max_batch=8) as backend:
+        for start, stop in ((0, 3), (3, 7)):  # the failed file sits in the second chunk
+            plain, early = slice_batch(batch, start, stop), slice_batch(measured, start, stop)
+            assert early.input_measures is not None and len(early.input_measures["blur"]) == len(early.ok_positions)
+            output = backend.infer(plain.inputs)
+            expected, got = stage(plain, output), stage(early, output)
+            assert set(got) == set(expected)
+            for key in expected:
+                np.testing.assert_array_equal(got[key], expected[key], err_msg=key)

@@ -380,7 +380,8 @@ def _report(
             "end_to_end": "allbatch.pipeline.run (producer, backend and writer threads) into a temporary results.h5; "
             "the pipeline's own clock (every image, from the loaded model to the closed file)",
             "serial": "allbatch.pipeline.run with serial=True and a StageTimer: read, prepare (decode, segment, "
-            "assemble), infer, write one after another in one thread; share = stage / sum of stages",
+            "assemble), infer, qc (quality-control measures and flags), write one after another in one thread; "
+            "share = stage / sum of stages",
             "infer_only": "the backend run would choose (backends.select.create_backend) on one real batch already "
             "resident where it computes, ceil(n / batch) calls per round",
             "baseline": "per image: PIL load, OpenCV HSV, one eager torch fp32 forward, one HDF5 row write + flush",

@@ -167,7 +167,9 @@ def load_network(onnx_path: Path, architecture: dict[str, Any]) -> TwoChannelNet
     return net.eval()
 
 
-def reexport_artifact(source: Path, target: Path, temperature: float | None = None, **changes: Any) -> ModelManifest:
+def reexport_artifact(
+    source: Path, target: Path, temperature: float | None = None, net: TwoChannelNet | None = None, **changes: Any
+) -> ModelManifest:
     """Export the weights of the artifact at ``source`` again to ``target`` with this allbatch's graph
     outputs and manifest format, keeping the manifest's records (training, validation, ...).
 
@@ -175,13 +177,15 @@ def reexport_artifact(source: Path, target: Path, temperature: float | None = No
         source: an exported ONNX file with its manifest JSON beside it (any manifest format).
         target: where the new ONNX goes (may equal ``source``); its manifest is written beside it.
         temperature: the logit temperature to put into the graph; ``None`` keeps the source's (1.0 if none).
+        net: weights to export instead of the source's (e.g. a refitted head); same architecture.
         changes: manifest fields to replace (e.g. ``validation=...``).
     """
     import json
     from dataclasses import fields
 
     data = json.loads(manifest_path_for(source).read_text(encoding="utf-8"))
-    net = load_network(source, data["architecture"])
+    if net is None:
+        net = load_network(source, data["architecture"])
     keep = {f.name for f in fields(ModelManifest)} - {
         "onnx_sha256",
         "output_names",

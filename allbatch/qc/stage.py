@@ -62,17 +62,27 @@ class QcStage:
             self._device_stats[key] = (xp.asarray(f.class_means), xp.asarray(f.basis), xp.asarray(f.variances))
         return self._device_stats[key]
 
-    def measure(self, inputs: Any, output: InferenceOutput, mask_fraction: Any, sizes: Any) -> dict[str, Any]:
+    def measure_inputs(self, inputs: Any) -> dict[str, Any]:
+        """The input measures of (n_ok, 2, 3, S, S) ``inputs`` (NumPy or CuPy), on their device: the part of
+        quality control that needs no model output, so the preparing thread can take it (``PreparedBatch.input_measures``)."""
+        return input_measures(inputs, self.prep)
+
+    def measure(
+        self, inputs: Any, output: InferenceOutput, mask_fraction: Any, sizes: Any, measured_inputs: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """Measures and flags of n_ok images, as arrays of the module of ``inputs``.
 
         Args:
             inputs: (n_ok, 2, 3, S, S) model input (NumPy or CuPy). output: the backend's (n_ok, ...) host arrays.
             mask_fraction: (n_ok,) float32. sizes: (n_ok, 2) int32 (height, width), 0 when unknown.
+            measured_inputs: ``measure_inputs(inputs)`` when already taken, else None.
         Returns:
             key -> (n_ok, ...) arrays, keys as ``allbatch.qc.schema.QC_COLUMNS``.
         """
         xp = array_module(inputs)
-        measures: dict[str, Any] = {**input_measures(inputs, self.prep), **confidence_measures(xp.asarray(output.logits))}
+        if measured_inputs is None:
+            measured_inputs = self.measure_inputs(inputs)
+        measures: dict[str, Any] = {**measured_inputs, **confidence_measures(xp.asarray(output.logits))}
         return self.flag(measures, xp.asarray(output.features), xp.asarray(mask_fraction), xp.asarray(sizes))
 
     def flag(self, measures: dict[str, Any], features: Any, mask_fraction: Any, sizes: Any) -> dict[str, Any]:
@@ -108,7 +118,7 @@ class QcStage:
         if not ok:
             return columns
         sizes = batch.sizes[ok] if batch.sizes is not None else np.zeros((len(ok), 2), np.int32)
-        measured = self.measure(batch.inputs, output, batch.mask_fraction[ok], sizes)
+        measured = self.measure(batch.inputs, output, batch.mask_fraction[ok], sizes, batch.input_measures)
         for key, value in measured.items():
             columns[key][ok] = value.get() if hasattr(value, "get") and not isinstance(value, np.ndarray) else value
         return columns

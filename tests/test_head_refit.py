@@ -81,7 +81,8 @@ def test_refit_writes_a_loadable_artifact_with_the_new_head(tiny_model: Path, tm
     )
     out = tmp_path / "refit" / "model.onnx"
     config = HeadRefitConfig(passes=1, folds=2, weight_decays=(1e-2, 1e-1), max_iter=50)
-    record = refit_head(trained, out, data, backend_name="onnxruntime", precision="fp32", config=config)
+    cache = tmp_path / "views.npz"
+    record = refit_head(trained, out, data, backend_name="onnxruntime", precision="fp32", config=config, features_cache=cache)
 
     source = json.loads(trained.with_suffix(".json").read_text())
     manifest = json.loads(out.with_suffix(".json").read_text())
@@ -96,3 +97,12 @@ def test_refit_writes_a_loadable_artifact_with_the_new_head(tiny_model: Path, tm
     for name, value in before.backbone.state_dict().items():
         assert torch.equal(value, after.backbone.state_dict()[name]), name  # the backbone is untouched
     assert load_model_artifact(out).sha256 == manifest["onnx_sha256"]
+
+    # a second refit with the same model, images and views reads the cached features and fits the same head
+    again = refit_head(trained, tmp_path / "again" / "model.onnx", data, "onnxruntime", "fp32", config, features_cache=cache)
+    assert "cached" in again["feature_backend"] and again["cross_validation"] == record["cross_validation"]
+    other = HeadRefitConfig(passes=2, folds=2, weight_decays=(1e-2,), max_iter=10)  # other views: not the cache's
+    assert (
+        refit_head(trained, tmp_path / "other" / "model.onnx", data, "onnxruntime", "fp32", other, features_cache=cache)["views"]
+        == 3 * n_train
+    )

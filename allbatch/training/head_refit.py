@@ -68,6 +68,18 @@ class ViewFeatures:
     groups: npt.NDArray[np.int64]
     views: npt.NDArray[np.int64]
 
+    def save(self, path: Path, key: str) -> None:
+        """Store as npz with ``key`` (what the features depend on: model, images, views) beside them."""
+        np.savez(path, key=np.array(key), **{name: getattr(self, name) for name in ("features", "labels", "groups", "views")})
+
+    @classmethod
+    def load(cls, path: Path, key: str) -> ViewFeatures | None:
+        """The features stored at ``path`` if they were made under the same ``key``, else None."""
+        with np.load(path) as data:
+            if str(data["key"]) != key:
+                return None
+            return cls(data["features"], data["labels"], data["groups"], data["views"])
+
 
 def block_ids(images: Sequence[LabelledImage], block_size: int) -> npt.NDArray[np.int64]:
     """(n,) int64: one id per (class, block of ``block_size`` consecutive image numbers), as the split uses."""
@@ -133,7 +145,7 @@ def fit_linear_head(
     linear = torch.nn.Linear(x.shape[1], num_classes).double()
     torch.nn.init.zeros_(linear.weight)
     torch.nn.init.zeros_(linear.bias)
-    optimiser = torch.optim.LBFGS(linear.parameters(), max_iter=max_iter, line_search_fn="strong_wolfe", tolerance_change=1e-12)
+    optimiser = torch.optim.LBFGS(linear.parameters(), max_iter=max_iter, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
         optimiser.zero_grad()
@@ -202,11 +214,13 @@ def refit_head(
     precision: str = "bf16",
     config: HeadRefitConfig | None = None,
     limit: int = 0,
+    features_cache: Path | None = None,
 ) -> dict[str, Any]:
     """Refit the head of the artifact ``model`` on its training part and export the result to ``out``.
 
     Returns the record stored in the new manifest's ``training.head_refit``. ``limit`` > 0 keeps every
-    k-th training image so that about ``limit`` remain (tests).
+    k-th training image so that about ``limit`` remain (tests). ``features_cache``: an npz of the view
+    features, read when it was made for the same model, images, views and backend, else written.
     """
     from allbatch.backends.select import create_backend
     from allbatch.model.onnx_io import load_network, reexport_artifact
@@ -221,9 +235,16 @@ def refit_head(
     if limit:
         images = images[:: max(1, len(images) // limit)]
     started = time.perf_counter()
-    with create_backend(backend_name, artifact, max_batch=32, precision=precision) as backend:
-        views = view_features(images, artifact, backend, config, progress=_log_every_512)
-        backend_used = f"{backend.name} ({backend.describe().get('compute_precision', precision)})"
+    key = json.dumps([artifact.sha256, [str(image.path) for image in images], config.passes, config.seed, backend_name, precision])
+    cached = ViewFeatures.load(features_cache, key) if features_cache is not None and features_cache.exists() else None
+    if cached is not None:
+        views, backend_used = cached, f"{backend_name} ({precision}), cached in {features_cache}"
+    else:
+        with create_backend(backend_name, artifact, max_batch=32, precision=precision) as backend:
+            views = view_features(images, artifact, backend, config, progress=_log_every_512)
+            backend_used = f"{backend.name} ({backend.describe().get('compute_precision', precision)})"
+        if features_cache is not None:
+            views.save(features_cache, key)
     feature_seconds = time.perf_counter() - started
     num_classes = len(manifest.class_names)
     scores = cross_validate(views, num_classes, config)
@@ -264,9 +285,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--precision", default="bf16", help="its precision (bf16: OpenVINO on a CPU with bf16, gated against fp32)")
     parser.add_argument("--passes", type=int, default=HeadRefitConfig.passes, help="augmented views per training image")
     parser.add_argument("--limit", type=int, default=0, help="about this many training images (0 = all)")
+    parser.add_argument("--features-cache", type=Path, default=None, help="npz of the view features: read if made alike, else written")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    record = refit_head(args.model, args.out, args.data, args.backend, args.precision, HeadRefitConfig(passes=args.passes), args.limit)
+    config = HeadRefitConfig(passes=args.passes)
+    record = refit_head(args.model, args.out, args.data, args.backend, args.precision, config, args.limit, args.features_cache)
     log.info("%s", json.dumps(record, indent=1))
 
 

@@ -8,6 +8,7 @@ from scipy import ndimage
 from scipy.special import logsumexp, softmax
 
 from allbatch.preprocess import Preprocessing
+from allbatch.qc import measures as measures_module
 from allbatch.qc.flags import QcFlag, flag_words, reason
 from allbatch.qc.measures import confidence_measures, count_components, input_measures, mahalanobis_distance
 from allbatch.qc.stage import apply_rules
@@ -34,7 +35,17 @@ def test_confidence_measures_match_scipy() -> None:
     assert all(v.dtype == np.float32 and v.shape == (50,) for v in got.values())
 
 
-def test_components_are_counted_per_image_like_scipy_label() -> None:
+@pytest.fixture(params=["opencv", "scipy"])
+def labelling(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Components counted through OpenCV (the host path where it is installed) or SciPy (where it is not)."""
+    if request.param == "scipy":
+        monkeypatch.setattr(measures_module, "opencv", lambda: None)
+    else:
+        pytest.importorskip("cv2", reason="the OpenCV labelling needs OpenCV")
+    return str(request.param)
+
+
+def test_components_are_counted_per_image_like_scipy_label(labelling: str) -> None:
     rng = np.random.default_rng(1)
     masks = rng.random((6, 40, 40)) > 0.93
     masks[2] = False  # an empty image
@@ -43,7 +54,7 @@ def test_components_are_counted_per_image_like_scipy_label() -> None:
     assert count_components(masks).tolist() == expected
 
 
-def test_input_measures_of_known_images() -> None:
+def test_input_measures_of_known_images(labelling: str) -> None:
     size = PREP.size
     rng = np.random.default_rng(2)
     flat = np.full((size, size, 3), (200, 150, 220), dtype=np.uint8)
@@ -59,6 +70,10 @@ def test_input_measures_of_known_images() -> None:
     np.testing.assert_allclose(got["colour"][0], [200, 150, 220, 70], atol=0.01)
     rows = size - PREP.blank_rows(size)
     np.testing.assert_allclose(got["colour"][1, :3], noisy[:rows].reshape(-1, 3).mean(axis=0), rtol=1e-4)
+    pixels = noisy[:rows].astype(np.float64)  # the measures in pixel units, computed independently
+    laplacian = ndimage.convolve(pixels @ np.array([0.299, 0.587, 0.114]), np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]]))
+    assert got["blur"][1] == pytest.approx(laplacian[1:-1, 1:-1].var(), rel=1e-4)
+    assert got["colour"][1, 3] == pytest.approx((pixels.max(axis=2) - pixels.min(axis=2)).mean(), rel=1e-4)
     assert got["components"].tolist() == [2, 0, 0]
 
 

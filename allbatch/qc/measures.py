@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from allbatch.preprocess import Preprocessing
+from allbatch.segment import opencv
 
 LUMA = (0.299, 0.587, 0.114)
 """ITU-R BT.601 weights: grey level for the blur measure."""
@@ -40,13 +41,6 @@ def _ndimage(xp: ModuleType) -> Any:
     return cupy_ndimage
 
 
-def denormalise(inputs: Any, prep: Preprocessing) -> Any:
-    """Model input of any shape (float16/32, normalised as ``prep`` says) -> float32 pixels 0..255, same shape and device."""
-    xp = array_module(inputs)
-    pixels = (inputs.astype(xp.float32) * xp.float32(prep.std) + xp.float32(prep.mean)) * xp.float32(255.0)
-    return xp.clip(pixels, 0.0, 255.0)
-
-
 def unblanked_rows(prep: Preprocessing) -> int:
     """Rows of the S x S input above the blanked bottom band: the measures ignore the band, whose sharp
     edge would otherwise dominate the blur measure of every image."""
@@ -68,14 +62,20 @@ def input_measures(inputs: Any, prep: Preprocessing) -> dict[str, Any]:
     """
     xp = array_module(inputs)
     rows = unblanked_rows(prep)
-    original = denormalise(inputs[:, 0, :, :rows, :], prep)  # (N, 3, R, S): only what the measures read
+    # Everything is computed on the normalised values x = (p / 255 - mean) / std and mapped back to the 0..255
+    # pixel scale p = scale * x + offset at the end (the map is affine and increasing): no denormalised copy of
+    # the batch is made. The input was made from 8-bit pixels, so nothing lies outside 0..255 to clip.
+    scale, offset = xp.float32(255.0 * prep.std), xp.float32(255.0 * prep.mean)
+    original = inputs[:, 0, :, :rows, :].astype(xp.float32, copy=False)  # (N, 3, R, S): only what the measures read
     grey = original[:, 0] * xp.float32(LUMA[0]) + original[:, 1] * xp.float32(LUMA[1]) + original[:, 2] * xp.float32(LUMA[2])
+    # the weights sum to 1, so the grey of the pixels is scale * grey + offset, and the Laplacian drops the offset
     laplacian = grey[:, :-2, 1:-1] + grey[:, 2:, 1:-1] + grey[:, 1:-1, :-2] + grey[:, 1:-1, 2:] - xp.float32(4.0) * grey[:, 1:-1, 1:-1]
-    blur = laplacian.reshape(len(inputs), -1).var(axis=1)
-    means = original.mean(axis=(2, 3))
-    chroma = (original.max(axis=1) - original.min(axis=1)).mean(axis=(1, 2))
+    blur = laplacian.reshape(len(inputs), -1).var(axis=1) * (scale * scale)
+    means = original.mean(axis=(2, 3)) * scale + offset
+    highest = xp.maximum(xp.maximum(original[:, 0], original[:, 1]), original[:, 2])
+    lowest = xp.minimum(xp.minimum(original[:, 0], original[:, 1]), original[:, 2])
+    chroma = (highest - lowest).mean(axis=(1, 2)) * scale
     colour = xp.concatenate([means, chroma[:, None]], axis=1)
-    # compared in the normalised space (an increasing affine map of the pixels): no denormalised copy of channel 1
     foreground = inputs[:, 1].max(axis=1) > xp.float32((MASK_LEVEL / 255.0 - prep.mean) / prep.std)  # (N, S, S)
     return {
         "blur": blur.astype(xp.float32),
@@ -87,7 +87,8 @@ def input_measures(inputs: Any, prep: Preprocessing) -> dict[str, Any]:
 def count_components(masks: Any) -> Any:
     """(N, H, W) bool -> (N,) int32 number of 8-connected foreground regions of each mask.
 
-    One labelling call for the whole batch with a structure that connects pixels within an image only;
+    On the host with OpenCV installed: ``cv2.connectedComponents`` per image. Otherwise (SciPy, or CuPy on
+    the device) one labelling call for the whole batch with a structure that connects pixels within an image only;
     each label is then attributed to its image by scattering the image index, which does not rely on
     the order in which the library numbers the labels.
     """
@@ -95,6 +96,9 @@ def count_components(masks: Any) -> Any:
     n = masks.shape[0]
     if n == 0:
         return xp.zeros(0, dtype=xp.int32)
+    cv2 = opencv() if xp is np else None
+    if cv2 is not None:  # OpenCV's labelling is about 10x faster than scipy's on the host; the counts are the same
+        return np.array([cv2.connectedComponents(mask.view(np.uint8), connectivity=8)[0] - 1 for mask in masks], dtype=np.int32)
     structure = np.zeros((3, 3, 3), dtype=bool)
     structure[1] = True  # 8-connectivity in (H, W), none along N
     labels, count = _ndimage(xp).label(masks, structure=xp.asarray(structure))

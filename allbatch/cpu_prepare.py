@@ -85,7 +85,9 @@ class PillowPreparer:
         self.budget = PixelBudget(pixel_budget)
         self._pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="allbatch-decode")
 
-    def _prepare(self, image: EncodedImage) -> tuple[npt.NDArray[np.float32], float, tuple[int, int]] | None:
+    def _prepare(self, image: EncodedImage, out: npt.NDArray[np.float32]) -> tuple[float, tuple[int, int]] | None:
+        """Prepare one image into ``out`` (its (2, 3, S, S) row of the batch); (mask fraction, size), or None
+        when it failed (its status and error are set)."""
         if image.data is None or image.status != ImageStatus.OK:
             return None
         pixels = 0
@@ -93,8 +95,8 @@ class PillowPreparer:
             header = read_header(image.data, self.max_pixels)  # header only: what the budget must hold
             pixels = header.width * header.height
             with self.budget.hold(pixels):
-                prepared = prepare_bytes(image.data, self.prep, self.seg, self.max_pixels)
-            return prepared.inputs, prepared.mask_fraction, prepared.size
+                prepared = prepare_bytes(image.data, self.prep, self.seg, self.max_pixels, out=out)
+            return prepared.mask_fraction, prepared.size
         except DecodeFailure as failure:
             image.status = failure.status
             image.error = str(failure)
@@ -105,12 +107,13 @@ class PillowPreparer:
 
     def prepare(self, images: list[EncodedImage]) -> PreparedBatch:
         """Decode, segment and assemble ``images``; failed ones get their status and error set."""
-        results = list(self._pool.map(self._prepare, images))
-        pairs = [result[0] for result in results if result is not None]
         size = self.prep.size
-        inputs = np.stack(pairs) if pairs else np.zeros((0, 2, 3, size, size), dtype=np.float32)
-        fractions = np.array([np.nan if result is None else result[1] for result in results], dtype=np.float32)
-        sizes = np.array([(0, 0) if result is None else result[2] for result in results], dtype=np.int32).reshape(-1, 2)
+        rows = np.empty((len(images), 2, 3, size, size), dtype=np.float32)  # each image is prepared into its row
+        results = list(self._pool.map(self._prepare, images, rows))
+        ok = [i for i, result in enumerate(results) if result is not None]
+        inputs = rows if len(ok) == len(images) else rows[ok]  # a copy only when some image failed
+        fractions = np.array([np.nan if result is None else result[0] for result in results], dtype=np.float32)
+        sizes = np.array([(0, 0) if result is None else result[1] for result in results], dtype=np.int32).reshape(-1, 2)
         return PreparedBatch(images=images, inputs=inputs, mask_fraction=fractions, sizes=sizes)
 
     def close(self) -> None:

@@ -52,19 +52,24 @@ def read_rgb(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> npt.NDArray[np
 
 
 def prepare_rgb(
-    rgb: npt.NDArray[np.uint8], prep: Preprocessing, seg: SegmentationParams, change: ImageChange | None = None
+    rgb: npt.NDArray[np.uint8],
+    prep: Preprocessing,
+    seg: SegmentationParams,
+    change: ImageChange | None = None,
+    out: npt.NDArray[np.float32] | None = None,
 ) -> PreparedImage:
     """A decoded (H, W, 3) uint8 RGB original -> its model input (blank, change, segment, resize, normalise).
 
     ``change`` (training augmentation, a robustness perturbation) sees the original after band blanking,
     so flips and rotations never move the label out of the blanked band, and the segmentation mask is
-    always allbatch's own mask of exactly the pixels the model sees.
+    always allbatch's own mask of exactly the pixels the model sees. ``out``: a C-contiguous (2, 3, S, S)
+    float32 array (a row of a batch) that receives the input, which is then ``inputs`` (no copy into a batch).
     """
     original = blank_bottom_band(rgb, prep)
     if change is not None:
         original = np.ascontiguousarray(change(original))
     segmented, mask = segment(original, seg)
-    inputs = normalise_pair(resize_rgb(original, prep.size), resize_rgb(segmented, prep.size), prep)
+    inputs = normalise_pair(resize_rgb(original, prep.size), resize_rgb(segmented, prep.size), prep, out)
     return PreparedImage(inputs=inputs, mask_fraction=float(mask.mean()), size=(int(rgb.shape[0]), int(rgb.shape[1])))
 
 
@@ -74,13 +79,14 @@ def prepare_bytes(
     seg: SegmentationParams,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     change: ImageChange | None = None,
+    out: npt.NDArray[np.float32] | None = None,
 ) -> PreparedImage:
-    """Encoded file bytes -> model input (see ``prepare_rgb``).
+    """Encoded file bytes -> model input (see ``prepare_rgb``, also for ``out``).
 
     Raises:
         DecodeFailure: the bytes are not a usable image.
     """
-    return prepare_rgb(decode_rgb(data, max_pixels), prep, seg, change)
+    return prepare_rgb(decode_rgb(data, max_pixels), prep, seg, change, out)
 
 
 def prepare_files(
@@ -94,5 +100,5 @@ def prepare_files(
     size = prep.size
     out = np.empty((len(paths), 2, 3, size, size), dtype=np.float32)
     for i, path in enumerate(paths):
-        out[i] = prepare_rgb(read_rgb(path), prep, seg, change).inputs
+        prepare_rgb(read_rgb(path), prep, seg, change, out=out[i])
     return out

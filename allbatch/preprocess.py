@@ -58,12 +58,15 @@ def resize_rgb(image: npt.NDArray[np.uint8], size: int) -> npt.NDArray[np.uint8]
     return np.asarray(resized, dtype=np.uint8)
 
 
-def normalise_pair(original: npt.NDArray[np.uint8], segmented: npt.NDArray[np.uint8], prep: Preprocessing) -> npt.NDArray[np.float32]:
-    """Two (S, S, 3) uint8 images -> one (2, 3, S, S) float32 model input (original first).
+def normalise_pair(
+    original: npt.NDArray[np.uint8], segmented: npt.NDArray[np.uint8], prep: Preprocessing, out: npt.NDArray[np.float32] | None = None
+) -> npt.NDArray[np.float32]:
+    """Two (S, S, 3) uint8 images -> one (2, 3, S, S) float32 model input (original first), written into
+    ``out`` (C-contiguous (2, 3, S, S) float32, e.g. a row of a batch) when given.
 
     ``allbatch.assemble.assemble_pair`` on a batch of one: the GPU path runs the same code with CuPy.
     """
     from allbatch.assemble import assemble_pair  # assemble imports Preprocessing from here
 
-    result: npt.NDArray[np.float32] = assemble_pair(np, original[None], segmented[None], prep)[0]
+    result: npt.NDArray[np.float32] = assemble_pair(np, original[None], segmented[None], prep, out=None if out is None else out[None])[0]
     return result

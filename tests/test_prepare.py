@@ -69,3 +69,27 @@ def test_training_decodes_as_inference_exif_orientation(tmp_path: Path) -> None:
     assert label == 0
     assert torch.equal(inputs, torch.from_numpy(prepare_bytes(buffer.getvalue(), PREP, SEG).inputs))
     assert np.array_equal(prepare_files([images[0].path], PREP, SEG)[0], inputs.numpy())
+
+
+def test_batch_preparer_writes_each_image_into_its_row_and_drops_failed_rows() -> None:
+    """PillowPreparer prepares each image into its row of the batch (no stacking copy); the inputs hold the
+    decoded images in order, each bit-identical to the recipe on its own, whatever failed between them."""
+    from allbatch.cpu_prepare import PillowPreparer
+    from allbatch.records import EncodedImage
+    from allbatch.status import ImageStatus
+
+    files = sorted(DEMO.glob("*/*.jpg"))[:3]
+    datas = [files[0].read_bytes(), b"no image", files[1].read_bytes(), files[2].read_bytes()[:200]]
+    images = [EncodedImage(i, f"{i}.jpg", data, "") for i, data in enumerate(datas)]
+    preparer = PillowPreparer(PREP, SEG, threads=2)
+    try:
+        batch = preparer.prepare(images)
+        whole = preparer.prepare([EncodedImage(0, "a.jpg", datas[0], ""), EncodedImage(1, "b.jpg", datas[2], "")])
+    finally:
+        preparer.close()
+    assert batch.ok_positions == [0, 2] and images[1].status != ImageStatus.OK and images[3].status != ImageStatus.OK
+    assert batch.inputs.shape == (2, 2, 3, 224, 224) and batch.inputs.flags.c_contiguous
+    for row, data in zip(batch.inputs, (datas[0], datas[2]), strict=True):
+        assert np.array_equal(row, prepare_bytes(data, PREP, SEG).inputs)
+    assert np.array_equal(whole.inputs, batch.inputs)
+    assert np.isnan(batch.mask_fraction[[1, 3]]).all() and batch.sizes is not None and batch.sizes[1].tolist() == [0, 0]

@@ -51,7 +51,7 @@ class HeadRefitConfig:
 
     passes: int = 6
     seed: int = 20221
-    weight_decays: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2)
+    weight_decays: tuple[float, ...] = (3e-3, 1e-2, 3e-2, 1e-1)
     folds: int = 4
     block_size: int = 25
     max_iter: int = 300
@@ -130,7 +130,7 @@ def view_features(
 def fit_linear_head(
     features: npt.NDArray[np.float32], labels: npt.NDArray[np.int64], num_classes: int, weight_decay: float, max_iter: int = 300
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-    """L2-regularised multinomial logistic regression, solved with L-BFGS (float64, host).
+    """L2-regularised multinomial logistic regression, solved with L-BFGS (float32 on standardised features, host).
 
     Args:
         features: (n, F) float32. labels: (n,) class indices. weight_decay: penalty ``wd * |W|^2`` on
@@ -138,11 +138,11 @@ def fit_linear_head(
     Returns:
         weight (C, F) float32 and bias (C,) float32 acting on the raw (unstandardised) features.
     """
-    x = torch.from_numpy(features).double()
+    x = torch.from_numpy(np.asarray(features, dtype=np.float32))
     y = torch.from_numpy(labels)
     mean, std = x.mean(0), x.std(0) + 1e-6  # constant features would otherwise divide by zero
     z = (x - mean) / std
-    linear = torch.nn.Linear(x.shape[1], num_classes).double()
+    linear = torch.nn.Linear(x.shape[1], num_classes)
     torch.nn.init.zeros_(linear.weight)
     torch.nn.init.zeros_(linear.bias)
     optimiser = torch.optim.LBFGS(linear.parameters(), max_iter=max_iter, line_search_fn="strong_wolfe")

@@ -99,8 +99,23 @@ def test_refit_writes_a_loadable_artifact_with_the_new_head(tiny_model: Path, tm
     assert load_model_artifact(out).sha256 == manifest["onnx_sha256"]
 
     # a second refit with the same model, images and views reads the cached features and fits the same head
-    again = refit_head(trained, tmp_path / "again" / "model.onnx", data, "onnxruntime", "fp32", config, features_cache=cache)
+    state = tmp_path / "refit.pt"
+    again = refit_head(
+        trained,
+        tmp_path / "again" / "model.onnx",
+        data,
+        "onnxruntime",
+        "fp32",
+        config,
+        features_cache=cache,
+        checkpoint=tmp_path / "ckpt" / "best.pt",
+        state_out=state,
+    )
     assert "cached" in again["feature_backend"] and again["cross_validation"] == record["cross_validation"]
+    saved = torch.load(state)  # the fp32 reference: the checkpoint's backbone with the refitted head
+    best = torch.load(tmp_path / "ckpt" / "best.pt")
+    assert all(torch.equal(saved[key], best[key]) for key in best if not key.startswith("head."))
+    assert torch.allclose(saved["head.1.weight"], after.head[1].weight, rtol=2e-3, atol=1e-3)  # the ONNX keeps fp16
     other = HeadRefitConfig(passes=2, folds=2, weight_decays=(1e-2,), max_iter=10)  # other views: not the cache's
     assert (
         refit_head(trained, tmp_path / "other" / "model.onnx", data, "onnxruntime", "fp32", other, features_cache=cache)["views"]

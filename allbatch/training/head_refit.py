@@ -215,12 +215,17 @@ def refit_head(
     config: HeadRefitConfig | None = None,
     limit: int = 0,
     features_cache: Path | None = None,
+    checkpoint: Path | None = None,
+    state_out: Path | None = None,
 ) -> dict[str, Any]:
     """Refit the head of the artifact ``model`` on its training part and export the result to ``out``.
 
     Returns the record stored in the new manifest's ``training.head_refit``. ``limit`` > 0 keeps every
     k-th training image so that about ``limit`` remain (tests). ``features_cache``: an npz of the view
     features, read when it was made for the same model, images, views and backend, else written.
+    ``checkpoint``: the float32 state_dict the artifact was exported from (its ONNX keeps fp16 weights); with
+    ``state_out``, the refitted network's float32 state_dict is saved there (the fp32 reference of
+    ``scripts/validate_model.py --checkpoint``).
     """
     from allbatch.backends.select import create_backend
     from allbatch.model.onnx_io import load_network, reexport_artifact
@@ -252,6 +257,8 @@ def refit_head(
     weight, bias = fit_linear_head(views.features, views.labels, num_classes, chosen, config.max_iter)
     train_errors = int((head_logits(views.features, weight, bias).argmax(1) != views.labels).sum())
     net = load_network(model, manifest.architecture)
+    if checkpoint is not None:
+        net.load_state_dict(torch.load(checkpoint, map_location="cpu"))
     head = net.head[1]
     assert isinstance(head, torch.nn.Linear)
     with torch.no_grad():
@@ -272,6 +279,8 @@ def refit_head(
     training = {**manifest.training, "head_refit": record}
     out.parent.mkdir(parents=True, exist_ok=True)
     reexport_artifact(model, out, temperature=1.0, net=net, training=training)
+    if state_out is not None:
+        torch.save(net.state_dict(), state_out)
     log.info("head refitted (weight decay %g) -> %s", chosen, out)
     return record
 
@@ -286,10 +295,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--passes", type=int, default=HeadRefitConfig.passes, help="augmented views per training image")
     parser.add_argument("--limit", type=int, default=0, help="about this many training images (0 = all)")
     parser.add_argument("--features-cache", type=Path, default=None, help="npz of the view features: read if made alike, else written")
+    parser.add_argument("--checkpoint", type=Path, default=None, help="the float32 state_dict MODEL was exported from")
+    parser.add_argument("--state-out", type=Path, default=None, help="save the refitted float32 state_dict here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     config = HeadRefitConfig(passes=args.passes)
-    record = refit_head(args.model, args.out, args.data, args.backend, args.precision, config, args.limit, args.features_cache)
+    record = refit_head(
+        args.model,
+        args.out,
+        args.data,
+        args.backend,
+        args.precision,
+        config,
+        args.limit,
+        args.features_cache,
+        args.checkpoint,
+        args.state_out,
+    )
     log.info("%s", json.dumps(record, indent=1))
 
 

@@ -13,6 +13,8 @@ import pytest
 torch = pytest.importorskip("torch", reason="the head refit needs torch")
 pytest.importorskip("cv2", reason="training augmentation needs OpenCV")
 
+from training_support import DEMO, tiny_train_config  # noqa: E402
+
 from allbatch.manifest import load_model_artifact  # noqa: E402 - after the importorskip
 from allbatch.model.onnx_io import load_network  # noqa: E402
 from allbatch.training.head_refit import (  # noqa: E402
@@ -24,9 +26,7 @@ from allbatch.training.head_refit import (  # noqa: E402
     refit_head,
 )
 from allbatch.training.split import LabelledImage  # noqa: E402
-from allbatch.training.train import TrainConfig, train  # noqa: E402
-
-DEMO = Path(__file__).resolve().parents[1] / "allbatch" / "demo"
+from allbatch.training.train import train  # noqa: E402
 
 
 def _blobs(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -64,21 +64,7 @@ def test_blocks_follow_the_split_and_stay_whole_in_one_fold() -> None:
 def test_refit_writes_a_loadable_artifact_with_the_new_head(tiny_model: Path, tmp_path: Path) -> None:
     data = tmp_path / "data"
     shutil.copytree(DEMO, data, ignore=shutil.ignore_patterns("*.md"))
-    trained = train(
-        TrainConfig(
-            data_root=str(data),
-            out=str(tmp_path / "trained" / "model.onnx"),
-            arch="tiny",
-            stage1_epochs=0,
-            stage2_epochs=1,
-            batch_size=2,
-            workers=0,
-            val_fraction=0.4,
-            checkpoint_dir=str(tmp_path / "ckpt"),
-            init_onnx=str(tiny_model),
-            blank_bottom_fraction=0.0,
-        )
-    )
+    trained = train(tiny_train_config(tmp_path, tiny_model))
     out = tmp_path / "refit" / "model.onnx"
     config = HeadRefitConfig(passes=1, folds=2, weight_decays=(1e-2, 1e-1), max_iter=50)
     cache = tmp_path / "views.npz"

@@ -14,10 +14,10 @@ import pytest
 torch = pytest.importorskip("torch", reason="training needs torch")
 pytest.importorskip("cv2", reason="training augmentation needs OpenCV")
 
+from training_support import DEMO, tiny_train_config  # noqa: E402
+
 from allbatch.model.onnx_io import load_network  # noqa: E402 - after the importorskip
 from allbatch.training.train import TrainConfig, init_history, initial_network, learning_rate, train  # noqa: E402
-
-DEMO = Path(__file__).resolve().parents[1] / "allbatch" / "demo"
 
 
 def test_learning_rate_warms_up_then_anneals_to_zero() -> None:
@@ -28,30 +28,12 @@ def test_learning_rate_warms_up_then_anneals_to_zero() -> None:
     assert learning_rate(150, 100, 1e-3, 0.1) == pytest.approx(0.0)
 
 
-def _config(tmp_path: Path, tiny_model: Path, **changes: object) -> TrainConfig:
-    base = TrainConfig(
-        data_root=str(tmp_path / "data"),
-        out=str(tmp_path / "out" / "model.onnx"),
-        arch="tiny",
-        stage1_epochs=0,
-        stage2_epochs=1,
-        batch_size=2,
-        workers=0,
-        val_fraction=0.4,
-        checkpoint_dir=str(tmp_path / "ckpt"),
-        init_onnx=str(tiny_model),
-        ema_decay=0.5,
-        blank_bottom_fraction=0.0,  # the tiny fixture model's preprocessing
-    )
-    return TrainConfig(**{**base.__dict__, **changes})
-
-
 def test_initial_network_from_an_exported_artifact(tiny_model: Path, tmp_path: Path) -> None:
     from allbatch.model.config import TINY
 
     manifest = json.loads(tiny_model.with_suffix(".json").read_text())
     reference = load_network(tiny_model, manifest["architecture"]).state_dict()
-    loaded = initial_network(_config(tmp_path, tiny_model), TINY).state_dict()
+    loaded = initial_network(tiny_train_config(tmp_path, tiny_model), TINY).state_dict()
     assert all(torch.equal(loaded[key], value) for key, value in reference.items())
 
 
@@ -60,7 +42,7 @@ def test_a_fine_tune_keeps_the_history_of_the_weights_it_started_from(tmp_path: 
     earlier = [{"stage": 1, "epoch": 1, "size": 112}, {"stage": 2, "epoch": 1, "size": 224}]
     last = [{"stage": 2, "epoch": 1, "size": 224, "note": "fine-tune"}]
     artifact.with_suffix(".json").write_text(json.dumps({"training": {"init_history": earlier, "history": last}}))
-    assert init_history(_config(tmp_path, artifact)) == [*earlier, *last]
+    assert init_history(tiny_train_config(tmp_path, artifact)) == [*earlier, *last]
     checkpoint_run = tmp_path / "run"
     checkpoint_run.mkdir()
     (checkpoint_run / "history.json").write_text(json.dumps(earlier))
@@ -71,7 +53,7 @@ def test_a_fine_tune_keeps_the_history_of_the_weights_it_started_from(tmp_path: 
 
 def test_train_ema_resume_and_deadline(tiny_model: Path, tmp_path: Path) -> None:
     shutil.copytree(DEMO, tmp_path / "data", ignore=shutil.ignore_patterns("*.md"))
-    out = train(_config(tmp_path, tiny_model))
+    out = train(tiny_train_config(tmp_path, tiny_model))
     ckpt = tmp_path / "ckpt"
     history = json.loads((ckpt / "history.json").read_text())
     assert len(history) == 1 and {"accuracy", "macro_sensitivity", "nll", "ema", "steps"} <= history[0].keys()
@@ -81,7 +63,7 @@ def test_train_ema_resume_and_deadline(tiny_model: Path, tmp_path: Path) -> None
     assert state["epoch"] == 1 and state["step"] == history[0]["steps"] > 0 and state["ema"] is not None
 
     # continue later with one more epoch: the step count and history carry on
-    train(_config(tmp_path, tiny_model, stage2_epochs=2, resume=str(ckpt / "last.pt")))
+    train(tiny_train_config(tmp_path, tiny_model, stage2_epochs=2, resume=str(ckpt / "last.pt")))
     resumed = torch.load(ckpt / "last.pt", weights_only=False)
     assert resumed["epoch"] == 2 and resumed["step"] == 2 * state["step"]
     assert [row["epoch"] for row in json.loads((ckpt / "history.json").read_text())] == [1, 2]
@@ -90,5 +72,5 @@ def test_train_ema_resume_and_deadline(tiny_model: Path, tmp_path: Path) -> None
     assert len(manifest["training"]["history"]) == 2
 
     # a deadline in the past: no step runs, the state stays where it was
-    train(_config(tmp_path, tiny_model, stage2_epochs=3, resume=str(ckpt / "last.pt"), deadline_utc="2000-01-01T00:00:00"))
+    train(tiny_train_config(tmp_path, tiny_model, stage2_epochs=3, resume=str(ckpt / "last.pt"), deadline_utc="2000-01-01T00:00:00"))
     assert torch.load(ckpt / "last.pt", weights_only=False)["epoch"] == 2

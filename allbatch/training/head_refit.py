@@ -34,10 +34,10 @@ import torch
 
 from allbatch.backends.base import Backend
 from allbatch.manifest import ModelArtifact, load_model_artifact
-from allbatch.prepare import ImageChange, prepare_files
+from allbatch.prepare import ImageChange, prepare_rgb, read_rgb
 from allbatch.training.augment import AugmentConfig, augment
 from allbatch.training.data import list_development_images
-from allbatch.training.split import LabelledImage
+from allbatch.training.split import LabelledImage, block_key
 
 log = logging.getLogger("allbatch.training.head_refit")
 
@@ -83,9 +83,9 @@ class ViewFeatures:
 
 def block_ids(images: Sequence[LabelledImage], block_size: int) -> npt.NDArray[np.int64]:
     """(n,) int64: one id per (class, block of ``block_size`` consecutive image numbers), as the split uses."""
-    keys = sorted({(image.label, (image.number - 1) // block_size) for image in images})
-    index = {key: i for i, key in enumerate(keys)}
-    return np.array([index[(image.label, (image.number - 1) // block_size)] for image in images], dtype=np.int64)
+    keys = [block_key(image, block_size) for image in images]
+    index = {key: i for i, key in enumerate(sorted(set(keys)))}
+    return np.array([index[key] for key in keys], dtype=np.int64)
 
 
 def view_change(seed: int, view: int, image_index: int, config: AugmentConfig) -> ImageChange | None:
@@ -103,24 +103,28 @@ def view_features(
     batch_size: int = 32,
     progress: Callable[[int, int], None] | None = None,
 ) -> ViewFeatures:
-    """Features of the plain view and ``config.passes`` augmented views of every image (entered ``backend``)."""
+    """Features of the plain view and ``config.passes`` augmented views of every image (entered ``backend``).
+
+    Each chunk of images is decoded once and prepared into one batch per view; the rows come out view-major
+    (all images of view 0, then view 1, ...), as ``labels``, ``groups`` and ``views`` say.
+    """
     prep, seg = artifact.manifest.prep, artifact.manifest.seg
     augment_config = AugmentConfig()
     groups = block_ids(images, config.block_size)
-    parts: list[npt.NDArray[np.float32]] = []
-    total = (config.passes + 1) * len(images)
-    for view in range(config.passes + 1):
-        for start in range(0, len(images), batch_size):
-            chunk = range(start, min(start + batch_size, len(images)))
-            inputs = np.concatenate(
-                [prepare_files([images[i].path], prep, seg, view_change(config.seed, view, i, augment_config)) for i in chunk]
-            )
-            parts.append(np.asarray(backend.infer(inputs).features, dtype=np.float32))
-            if progress is not None:
-                progress(view * len(images) + chunk.stop, total)
     n_views = config.passes + 1
+    parts: list[list[npt.NDArray[np.float32]]] = [[] for _ in range(n_views)]
+    for start in range(0, len(images), batch_size):
+        chunk = range(start, min(start + batch_size, len(images)))
+        originals = [read_rgb(images[i].path) for i in chunk]
+        inputs = np.empty((len(chunk), 2, 3, prep.size, prep.size), dtype=np.float32)
+        for view in range(n_views):
+            for row, (i, rgb) in enumerate(zip(chunk, originals, strict=True)):
+                prepare_rgb(rgb, prep, seg, view_change(config.seed, view, i, augment_config), out=inputs[row])
+            parts[view].append(np.asarray(backend.infer(inputs).features, dtype=np.float32))
+        if progress is not None:
+            progress(chunk.stop, len(images))
     return ViewFeatures(
-        features=np.concatenate(parts),
+        features=np.concatenate([part for view_parts in parts for part in view_parts]),
         labels=np.tile(np.array([image.label for image in images], dtype=np.int64), n_views),
         groups=np.tile(groups, n_views),
         views=np.repeat(np.arange(n_views, dtype=np.int64), len(images)),
@@ -201,9 +205,9 @@ def training_part(data_root: Path, val_files: Sequence[str]) -> list[LabelledIma
     return [image for image in list_development_images(data_root) if str(image.path.relative_to(data_root)) not in held_out]
 
 
-def _log_every_512(done: int, total: int) -> None:
-    if done % 512 < 32:
-        log.info("features %d/%d", done, total)
+def _log_every_256(done: int, total: int) -> None:
+    if done % 256 < 32:
+        log.info("features of %d/%d images (every view)", done, total)
 
 
 def refit_head(
@@ -246,7 +250,7 @@ def refit_head(
         views, backend_used = cached, f"{backend_name} ({precision}), cached in {features_cache}"
     else:
         with create_backend(backend_name, artifact, max_batch=32, precision=precision) as backend:
-            views = view_features(images, artifact, backend, config, progress=_log_every_512)
+            views = view_features(images, artifact, backend, config, progress=_log_every_256)
             backend_used = f"{backend.name} ({backend.describe().get('compute_precision', precision)})"
         if features_cache is not None:
             views.save(features_cache, key)

@@ -34,6 +34,11 @@ def image_number(path: Path) -> int:
     return int(match.group(1))
 
 
+def block_key(image: LabelledImage, block_size: int) -> tuple[int, int]:
+    """(class, block): the block of ``block_size`` consecutive image numbers an image belongs to."""
+    return image.label, (image.number - 1) // block_size
+
+
 def block_split(
     images: list[LabelledImage], block_size: int = 25, val_fraction: float = 0.18, seed: int = 20221
 ) -> tuple[list[LabelledImage], list[LabelledImage]]:
@@ -41,7 +46,7 @@ def block_split(
     rng = random.Random(seed)
     blocks: dict[tuple[int, int], list[LabelledImage]] = defaultdict(list)
     for image in images:
-        blocks[(image.label, (image.number - 1) // block_size)].append(image)
+        blocks[block_key(image, block_size)].append(image)
     val_keys: set[tuple[int, int]] = set()
     for label in sorted({image.label for image in images}):
         keys = sorted(key for key in blocks if key[0] == label)

@@ -17,7 +17,7 @@ pytest.importorskip("cv2", reason="training augmentation needs OpenCV")
 from training_support import DEMO, tiny_train_config  # noqa: E402
 
 from allbatch.model.onnx_io import load_network  # noqa: E402 - after the importorskip
-from allbatch.training.train import TrainConfig, init_history, initial_network, learning_rate, train  # noqa: E402
+from allbatch.training.train import TrainConfig, epochs_within, init_history, initial_network, learning_rate, train  # noqa: E402
 
 
 def test_learning_rate_warms_up_then_anneals_to_zero() -> None:
@@ -74,3 +74,22 @@ def test_train_ema_resume_and_deadline(tiny_model: Path, tmp_path: Path) -> None
     # a deadline in the past: no step runs, the state stays where it was
     train(tiny_train_config(tmp_path, tiny_model, stage2_epochs=3, resume=str(ckpt / "last.pt"), deadline_utc="2000-01-01T00:00:00"))
     assert torch.load(ckpt / "last.pt", weights_only=False)["epoch"] == 2
+
+
+def test_epochs_within_a_budget() -> None:
+    # 60 s budget, the first epoch took 10 s (12 s with the start): 4 more fit
+    assert epochs_within(60.0, 12.0, 10.0, 1, 100) == 5
+    # over budget already: the epochs done, and never past the cap
+    assert epochs_within(60.0, 70.0, 10.0, 1, 100) == 1
+    assert epochs_within(600.0, 12.0, 10.0, 1, 20) == 20
+
+
+def test_a_stage2_budget_replans_the_schedule_to_end_at_zero(tiny_model: Path, tmp_path: Path) -> None:
+    # a budget far below one epoch: the first epoch runs (it measures an epoch's cost), then the stage is
+    # re-planned to the epochs that fit in what is left: none, of the 50 asked for
+    shutil.copytree(DEMO, tmp_path / "data", ignore=shutil.ignore_patterns("*.md"))
+    train(tiny_train_config(tmp_path, tiny_model, stage2_epochs=50, stage2_minutes=1e-6))
+    history = json.loads((tmp_path / "ckpt" / "history.json").read_text())
+    state = torch.load(tmp_path / "ckpt" / "last.pt", weights_only=False)
+    assert [row["epoch"] for row in history] == [1]
+    assert state["step"] == history[0]["steps"] > 0

@@ -6,8 +6,10 @@ random weights, a state_dict (``--init-checkpoint``), an exported artifact such 
 continue later, also with more epochs). Each epoch writes ``last.pt`` (the full state) and, when the
 validation part improves, ``best.pt`` (weights only: the raw or the EMA weights, whichever is better,
 see ``best.json``). The best is exported to ONNX with fp16 weights plus a manifest. bf16 autocast and
-channels_last on the CPU (2.3x faster than fp32 there), fp16 autocast on CUDA. ``--deadline-utc``
-is a hard wall-clock budget: no step starts after it.
+channels_last on the CPU (2.3x faster than fp32 there) and on CUDA where the GPU has bf16 (fp16 with loss
+scaling on older GPUs). ``--deadline-utc`` is a hard wall-clock budget: no step starts after it.
+``--stage2-minutes`` fits stage 2 into a budget: after its first epoch the stage's epochs are re-planned to
+what fits, so that the cosine schedule still ends at zero (a lent GPU is held for minutes, not hours).
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ class TrainConfig:
     ema_decay: float = 0.0  # per-step EMA of weights and BN statistics (0 = none); both are validated
     warmup_fraction: float = 0.05  # stage 2 LR warm-up (stage 1: 0.15), then cosine to 0
     deadline_utc: str = ""  # ISO time (e.g. 2026-11-29T11:15:00+00:00): no training step starts after it
+    stage2_minutes: float = 0.0  # stage 2's wall-clock budget (0 = none): its epochs re-planned after the first
     blank_bottom_fraction: float = 48 / 224  # part of the preprocessing: the scale-bar label band is never seen
 
 
@@ -125,8 +128,11 @@ def run_epoch(
     autocast_dtype: torch.dtype,
     ema: AveragedModel | None,
     deadline: float | None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> tuple[float, int]:
     """One pass over ``loader`` (advances ``schedule.step``); stops early at ``deadline`` (epoch seconds).
+
+    ``scaler`` scales the loss for fp16 autocast (bf16 needs none).
 
     Returns (mean training loss, steps run).
     """
@@ -138,13 +144,18 @@ def run_epoch(
             break
         for group in optimiser.param_groups:
             group["lr"] = learning_rate(schedule.step, schedule.total_steps, schedule.peak_lr, schedule.warmup_fraction)
-        inputs = inputs.to(device)
-        labels = labels.to(device)
+        inputs = inputs.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=autocast_dtype):
             loss = loss_fn(net(inputs).float(), labels)
         optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
+        if scaler is None:
+            loss.backward()
+            optimiser.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(optimiser)
+            scaler.update()
         if ema is not None:
             ema.update_parameters(net)
         schedule.step += 1
@@ -164,6 +175,13 @@ def _deadline_seconds(deadline_utc: str) -> float | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
+
+
+def epochs_within(budget_s: float, elapsed_s: float, epoch_s: float, epochs_done: int, cap: int) -> int:
+    """How many epochs a stage can plan in all when ``epochs_done`` took ``elapsed_s`` of ``budget_s`` and an
+    epoch (training + validation) takes ``epoch_s``: those done at least, at most ``cap``."""
+    more = math.floor(max(0.0, budget_s - elapsed_s) / max(epoch_s, 1e-9))
+    return min(cap, epochs_done + more)
 
 
 def _better(candidate: dict[str, float], best: dict[str, float] | None) -> bool:
@@ -214,7 +232,12 @@ def train(config: TrainConfig) -> Path:
     torch.manual_seed(config.seed)
     torch.set_flush_denormal(True)  # denormal floats make CPU training steps many times slower
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    autocast_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    # bf16 keeps fp32's exponent range, so it trains without loss scaling; fp16 only on GPUs without bf16.
+    cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    autocast_dtype = torch.bfloat16 if device.type == "cpu" or cuda_bf16 else torch.float16
+    scaler = torch.amp.GradScaler("cuda") if autocast_dtype == torch.float16 else None
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: pick the fastest convolution once
     model_config: ModelConfig = DENSENET201 if config.arch == "densenet201" else TINY
     prep = Preprocessing(blank_bottom_fraction=config.blank_bottom_fraction)
     seg = SegmentationParams()
@@ -255,7 +278,8 @@ def train(config: TrainConfig) -> Path:
             shuffle=True,
             num_workers=config.workers,
             drop_last=True,
-            persistent_workers=False,
+            persistent_workers=config.workers > 0,  # forked once per stage, not once per epoch
+            pin_memory=device.type == "cuda",
             generator=torch.Generator().manual_seed(config.seed),
         )
 
@@ -276,13 +300,19 @@ def train(config: TrainConfig) -> Path:
             schedule.step, first_epoch = state["step"], state["epoch"]
         else:
             best = None  # each stage selects its own best
+        budget_s = config.stage2_minutes * 60 if stage == 2 else 0.0
+        stage_started = time.time()
         for epoch in range(first_epoch, epochs):
-            if deadline is not None and time.time() > deadline:
-                log.info("deadline %s reached: stage %d stops before epoch %d", config.deadline_utc, stage, epoch + 1)
+            # The budget binds from the second epoch on: the first one measures what an epoch costs.
+            stage_deadline = deadline
+            if budget_s > 0 and epoch > first_epoch:
+                stage_deadline = min(deadline or math.inf, stage_started + budget_s)
+            if stage_deadline is not None and time.time() > stage_deadline:
+                log.info("deadline reached: stage %d stops before epoch %d", stage, epoch + 1)
                 break
             loader.dataset.epoch = epoch  # type: ignore[attr-defined]
             t0 = time.time()
-            loss, steps = run_epoch(net, loader, optimiser, schedule, loss_fn, device, autocast_dtype, ema, deadline)
+            loss, steps = run_epoch(net, loader, optimiser, schedule, loss_fn, device, autocast_dtype, ema, stage_deadline, scaler)
             if steps == 0:
                 break
             candidates: dict[str, nn.Module] = {"raw": net} if ema is None else {"raw": net, "ema": ema.module}
@@ -316,6 +346,14 @@ def train(config: TrainConfig) -> Path:
             over_budget = config.time_budget_min > 0 and (time.time() - started) / 60 > config.time_budget_min
             if stage == 1 and over_budget:
                 log.info("time budget reached: stage 1 stops after epoch %d", epoch + 1)
+                break
+            if budget_s > 0 and epoch == first_epoch:
+                # The first epoch's time (cuDNN's autotuning and the workers' start included) sets the plan:
+                # the cosine schedule is re-planned to end with the last epoch that fits.
+                epochs = epochs_within(budget_s, time.time() - stage_started, row["seconds"], epoch + 1, epochs)
+                schedule.total_steps = epochs * len(loader)
+                log.info("stage %d re-planned to %d epochs (%.1f s per epoch, %.0f s budget)", stage, epochs, row["seconds"], budget_s)
+            if epoch + 1 >= epochs:
                 break
         state = None  # a resumed stage is done; later stages start fresh
         if stage == 1 and config.stage2_epochs > 0:

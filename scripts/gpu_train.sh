@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Fine-tune the shipped model on a lent H100/H200 within a wall-clock budget, validate it, and send back the
+# artifact (issue 10: "when a GPU machine is lent, train there"). One device call, about MINUTES + 1.5 min:
+#
+#   1. train     python -m allbatch.training.train from the shipped weights (--init-onnx), stage 2 only, at the
+#                model size, re-planned after its first epoch to fit MINUTES (the cosine schedule still ends at
+#                zero), the best of raw/EMA weights exported with fp16 weights         -> $OUT/train.log
+#   2. validate  scripts/validate_model.py --write on the exported model: ONNX Runtime accuracy on the
+#                validation part, the label-band check, fp16-stored vs fp32 weights (from best.pt, which is
+#                too large to bring back)                                              -> $OUT/validate.log
+#   3. pack      the ONNX in 15 MiB parts (files back are at most 16 MiB each) and its manifest (history,
+#                validation figures)        -> $OUT/model.onnx.part00.., $OUT/allbatch-densenet201.json, $OUT/sha256.txt
+#
+# Reassemble here: cat model.onnx.part* > allbatch-densenet201.onnx && sha256sum -c sha256.txt (in that folder).
+# No `set -e`: each step's status is logged and the packing runs whatever happened before it.
+#
+#   scripts/gpu_train.sh             on the GPU machine (its $OUT is the folder that comes back)
+#   scripts/gpu_train.sh --dry-run   on this CPU: the tiny network from random weights, one epoch, in a minute
+#
+# Environment: OUT, PYTHON (python3), DATA (default /opt/stage/verify/all-kaggle/Original, as
+# benchmarks/gpu_verify.sh stages it), MINUTES (3), LR (3e-4), BATCH (64), EMA (0.995), WORKERS (cores - 2),
+# WHEELS (pure-Python wheels to unpack: onnxscript and onnx-ir, which the ONNX export needs).
+
+cd "$(dirname "$0")/.." || exit 2
+mode=gpu
+case "${1:-}" in
+    --dry-run) mode=dry-run ;;
+    "") ;;
+    *) sed -n '2,/^$/p' "$0"; exit 2 ;;
+esac
+
+OUT=${OUT:-$(mktemp -d /tmp/allbatch-train-out.XXXXXX)}
+WORK=$(mktemp -d /tmp/allbatch-train-work.XXXXXX)
+mkdir -p "$OUT"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+WHEELS=${WHEELS:-/opt/stage/verify/wheels}
+if compgen -G "$WHEELS/*.whl" > /dev/null; then
+    for wheel in "$WHEELS"/*.whl; do python3 -m zipfile -e "$wheel" "$WORK/pydeps"; done
+    export PYTHONPATH="$WORK/pydeps:$PYTHONPATH"
+fi
+cores=$(nproc)
+args=(--stage1-epochs 0 --checkpoint-dir "$WORK/run" --out "$WORK/model/allbatch-densenet201.onnx")
+if [[ $mode == dry-run ]]; then
+    default_py=python3; [[ -x .venv/bin/python ]] && default_py=.venv/bin/python
+    PY=${PYTHON:-$default_py}
+    DATA=${DATA:-../shared/data/all-kaggle/Original}
+    args+=(--arch tiny --stage2-epochs 1 --batch-size 8 --workers 1 --data-root "$DATA")
+else
+    PY=${PYTHON:-python3}
+    DATA=${DATA:-/opt/stage/verify/all-kaggle/Original}
+    args+=(--init-onnx allbatch/engines/allbatch-densenet201.onnx --data-root "$DATA" --stage2-epochs 300
+           --stage2-minutes "${MINUTES:-3}" --stage2-lr "${LR:-3e-4}" --batch-size "${BATCH:-64}"
+           --ema-decay "${EMA:-0.995}" --workers "${WORKERS:-$((cores > 3 ? cores - 2 : 1))}")
+fi
+model=$WORK/model/allbatch-densenet201.onnx
+
+{ date -u; command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+  echo "cores $cores; $PY ${args[*]}"; } > "$OUT/train.log"
+"$PY" -m allbatch.training.train "${args[@]}" >> "$OUT/train.log" 2>&1
+echo "train rc=$? at $(date -u +%T)" | tee -a "$OUT/train.log"
+if [[ -f "$model" ]]; then
+    timeout -k 10 240 "$PY" scripts/validate_model.py --model "$model" --checkpoint "$WORK/run/best.pt" --data "$DATA" \
+        --write > "$OUT/validate.log" 2>&1
+    echo "validate rc=$? at $(date -u +%T)" | tee -a "$OUT/validate.log"
+    (cd "$WORK/model" && split -b 15M -d allbatch-densenet201.onnx "$OUT/model.onnx.part" \
+        && sha256sum allbatch-densenet201.onnx > "$OUT/sha256.txt")
+    cp "$WORK/model/allbatch-densenet201.json" "$OUT/"
+fi
+cp "$WORK/run/history.json" "$OUT/" 2> /dev/null
+ls -la "$OUT"
+rm -rf "$WORK"
+[[ -f "$OUT/sha256.txt" ]]

@@ -18,8 +18,9 @@
 #   scripts/gpu_train.sh --dry-run   on this CPU: the tiny network from random weights, one epoch, in a minute
 #
 # Environment: OUT, PYTHON (python3), DATA (default /opt/stage/verify/all-kaggle/Original, as
-# benchmarks/gpu_verify.sh stages it), MINUTES (3), LR (3e-4), BATCH (64), EMA (0.995), WORKERS (cores - 2),
-# WHEELS (pure-Python wheels to unpack: onnxscript and onnx-ir, which the ONNX export needs).
+# benchmarks/gpu_verify.sh stages it), MINUTES (3), VALIDATE_S (150), LR (3e-4), BATCH (64), EMA (0.995), WORKERS (cores - 2),
+# WHEELS (pure-Python wheels to unpack: onnxscript and onnx-ir, which the ONNX export needs), TRAIN_ARGS (more
+# arguments for the training, e.g. --val-fraction 0.4 for a handful of images).
 
 cd "$(dirname "$0")/.." || exit 2
 mode=gpu
@@ -52,6 +53,8 @@ else
            --stage2-minutes "${MINUTES:-3}" --stage2-lr "${LR:-3e-4}" --batch-size "${BATCH:-64}"
            --ema-decay "${EMA:-0.995}" --workers "${WORKERS:-$((cores > 3 ? cores - 2 : 1))}")
 fi
+read -r -a extra <<< "${TRAIN_ARGS:-}"
+args+=("${extra[@]}")
 model=$WORK/model/allbatch-densenet201.onnx
 
 { date -u; command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
@@ -59,11 +62,13 @@ model=$WORK/model/allbatch-densenet201.onnx
 "$PY" -m allbatch.training.train "${args[@]}" >> "$OUT/train.log" 2>&1
 echo "train rc=$? at $(date -u +%T)" | tee -a "$OUT/train.log"
 if [[ -f "$model" ]]; then
-    timeout -k 10 240 "$PY" scripts/validate_model.py --model "$model" --checkpoint "$WORK/run/best.pt" --data "$DATA" \
-        --write > "$OUT/validate.log" 2>&1
-    echo "validate rc=$? at $(date -u +%T)" | tee -a "$OUT/validate.log"
+    # packed first: the validation below only adds figures to the manifest, and may run out of its time
     (cd "$WORK/model" && split -b 15M -d allbatch-densenet201.onnx "$OUT/model.onnx.part" \
         && sha256sum allbatch-densenet201.onnx > "$OUT/sha256.txt")
+    cp "$WORK/model/allbatch-densenet201.json" "$OUT/"
+    timeout -k 10 "${VALIDATE_S:-150}" "$PY" scripts/validate_model.py --model "$model" --checkpoint "$WORK/run/best.pt" \
+        --data "$DATA" --write > "$OUT/validate.log" 2>&1
+    echo "validate rc=$? at $(date -u +%T)" | tee -a "$OUT/validate.log"
     cp "$WORK/model/allbatch-densenet201.json" "$OUT/"
 fi
 cp "$WORK/run/history.json" "$OUT/" 2> /dev/null

@@ -3,7 +3,7 @@
 # artifact (issue 10: "when a GPU machine is lent, train there"). One device call, about MINUTES + 1.5 min:
 #
 #   1. train     python -m allbatch.training.train from the shipped weights (--init-onnx), stage 2 only, at the
-#                model size, re-planned after its first epoch to fit MINUTES (the cosine schedule still ends at
+#                model size, re-planned after its second epoch to fit MINUTES (the cosine schedule still ends at
 #                zero), the best of raw/EMA weights exported with fp16 weights         -> $OUT/train.log
 #   2. validate  scripts/validate_model.py --write on the exported model: ONNX Runtime accuracy on the
 #                validation part, the label-band check, fp16-stored vs fp32 weights (from best.pt, which is

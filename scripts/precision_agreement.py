@@ -2,8 +2,10 @@
 
 Reference: ONNX Runtime in fp32 (the project's portable reference, as in the TensorRT fp16 gate).
 Compared: the same weights in torch on the CPU under bf16 autocast (what CPU training uses; AMX-BF16
-where the CPU has it), on every k-th validation image of the manifest. The figures use ``backends.fp16_check.fp16_agreement`` and the
-thresholds of ``judge_fp16``. TensorRT fp16 on a GPU is checked by ``allbatch engine build``.
+where the CPU has it) and in fp16 throughout (weights and activations, what the torch CUDA backend's fp16
+runs; AVX512-FP16 where the CPU has it), on every k-th validation image of the manifest. The figures use
+``backends.fp16_check.fp16_agreement`` and the thresholds of ``judge_fp16``. TensorRT fp16 on a GPU is
+checked by ``allbatch engine build``.
 
 Usage: python scripts/precision_agreement.py [--model ...] [--data ...] [--stride 8] [--write]
 """
@@ -11,6 +13,7 @@ Usage: python scripts/precision_agreement.py [--model ...] [--data ...] [--strid
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import time
@@ -43,9 +46,13 @@ def main() -> None:
         reference = np.concatenate([backend.infer(inputs[i : i + 8]).probs for i in range(0, len(inputs), 8)])
     net = ExportedNet(load_network(artifact.onnx_path, manifest.architecture), manifest.temperature).eval()
     report: dict[str, object] = {"reference": "ONNX Runtime fp32 (CPU)", "n": len(files), "stride": args.stride}
-    for name, dtype in (("torch_cpu_bf16_autocast", torch.bfloat16),):
-        with torch.no_grad(), torch.autocast("cpu", dtype=dtype):
-            probs = np.concatenate([net(torch.from_numpy(inputs[i : i + 8]))[0].float().numpy() for i in range(0, len(inputs), 8)])
+    half = copy.deepcopy(net).half()  # weights and activations in fp16, as the torch CUDA backend's fp16 runs
+    for name, dtype in (("torch_cpu_bf16_autocast", torch.bfloat16), ("torch_cpu_fp16", torch.float16)):
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            model = half if dtype == torch.float16 else net
+            input_dtype = torch.float16 if dtype == torch.float16 else torch.float32
+            batches = (torch.from_numpy(inputs[i : i + 8]).to(input_dtype) for i in range(0, len(inputs), 8))
+            probs = np.concatenate([model(batch)[0].float().numpy() for batch in batches])
         figures = fp16_agreement(probs, reference)
         accepted, stated = judge_fp16(figures)
         report[name] = {**figures, "within_fp16_gate": accepted}

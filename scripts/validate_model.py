@@ -4,10 +4,12 @@ On the block-split validation part named in the manifest (training.val_files), w
 - accuracy, macro sensitivity, per-class sensitivity, confusion matrix (the committed fp16-weight ONNX);
 - the same with the bottom 48 rows blanked at inference (the scale-bar label shortcut check);
 - FP16-vs-FP32 agreement: the committed ONNX (fp16 weights) against an fp32-weight export of the same
-  checkpoint (argmax agreement, max abs probability difference).
+  checkpoint (argmax agreement, max abs probability difference), or against fp32 logits computed where the
+  checkpoint is (``--fp32-logits``, from ``scripts/fp32_reference.py``: a checkpoint trained on a lent GPU
+  does not come back).
 
 Usage: python scripts/validate_model.py [--model allbatch/engines/allbatch-densenet201.onnx] [--checkpoint runs/train/best.pt]
-       [--data ../shared/data/all-kaggle/Original] [--write]
+       [--fp32-logits fp32_logits.npz] [--data ../shared/data/all-kaggle/Original] [--write]
 """
 
 from __future__ import annotations
@@ -80,11 +82,23 @@ def fp32_artifact(checkpoint: Path, manifest: ModelManifest, folder: Path) -> Mo
     return load_model_artifact(path)
 
 
+def reference_probs(path: Path, val_files: list[str], temperature: float) -> np.ndarray:
+    """(n, C) float32 probabilities of fp32 reference logits (temperature 1, as ``fp32_reference.py`` saves
+    them) at the manifest's ``temperature``, checked to be of the same validation files in the same order."""
+    saved = np.load(path)
+    if saved["val_files"].tolist() != val_files:
+        raise SystemExit(f"{path}: its validation files are not the manifest's")
+    logits = saved["logits"].astype(np.float64) / temperature
+    exp = np.exp(logits - logits.max(1, keepdims=True))
+    return (exp / exp.sum(1, keepdims=True)).astype(np.float32)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--checkpoint", type=Path, default=Path("runs/train/best.pt"))
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/all-kaggle/Original")
+    parser.add_argument("--fp32-logits", type=Path, default=None, help="fp32 reference logits (scripts/fp32_reference.py)")
     parser.add_argument("--write", action="store_true", help="store the figures in the manifest's validation field")
     args = parser.parse_args()
     artifact = load_model_artifact(args.model)
@@ -100,15 +114,21 @@ def main() -> None:
         report[variant] = metrics(truth, predict(artifact, inputs))
         print(variant, json.dumps({k: v for k, v in report[variant].items() if k != "confusion"}))  # type: ignore[union-attr]
     assert plain_inputs is not None
-    if args.checkpoint.is_file():
+    fp32: np.ndarray | None = None
+    if args.fp32_logits is not None:
+        fp32 = reference_probs(args.fp32_logits, list(manifest.training["val_files"]), manifest.temperature)
+        reference_name = f"fp32 logits from {args.fp32_logits.name} ({np.load(args.fp32_logits)['device']})"
+    elif args.checkpoint.is_file():
         with tempfile.TemporaryDirectory() as tmp:
-            reference = fp32_artifact(args.checkpoint, manifest, Path(tmp))
-            fp32 = predict(reference, plain_inputs)
+            fp32 = predict(fp32_artifact(args.checkpoint, manifest, Path(tmp)), plain_inputs)
+        reference_name = "fp32-weight export of the checkpoint, ONNX Runtime"
+    if fp32 is not None:
         fp16 = predict(artifact, plain_inputs)
         report["fp16_weights_vs_fp32"] = {
             "argmax_agreement": float((fp16.argmax(1) == fp32.argmax(1)).mean()),
             "max_abs_prob_diff": float(np.abs(fp16 - fp32).max()),
             "n": len(fp16),
+            "reference": reference_name,
         }
         print("fp16 vs fp32", report["fp16_weights_vs_fp32"])
     report["seconds"] = round(time.time() - started, 1)

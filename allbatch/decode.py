@@ -17,7 +17,19 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from allbatch.image_check import DEFAULT_MAX_PIXELS, PILLOW_DECODE_ERRORS, DecodeFailure, check_image
 from allbatch.status import ImageStatus
 
-__all__ = ["DEFAULT_MAX_PIXELS", "DecodeFailure", "decode_rgb"]
+__all__ = ["DEFAULT_MAX_PIXELS", "DecodeFailure", "decode_rgb", "decode_rgb_simple_upsampling"]
+
+_EXIF_ORIENTATION = 0x0112
+_ORIENTATION_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+"""EXIF orientation -> the transpose that undoes it (the table of Pillow's ``ImageOps.exif_transpose``)."""
 
 
 def _to_rgb8(image: Image.Image) -> npt.NDArray[np.uint8]:
@@ -67,4 +79,31 @@ def decode_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> npt.NDArray
         raise DecodeFailure(ImageStatus.DECODE_ERROR, f"cannot decode: {exc}") from exc
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
         raise DecodeFailure(ImageStatus.UNSUPPORTED, f"unexpected decoded shape {rgb.shape}")
+    return np.ascontiguousarray(rgb)
+
+
+def decode_rgb_simple_upsampling(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> npt.NDArray[np.uint8]:
+    """Decode a JPEG as the GPU path's nvJPEG does: libjpeg-turbo with its simple chroma upsampling
+    (``simplejpeg``, ``fastupsample=True``) instead of the "fancy" filter of Pillow and DALI's CPU decoder.
+
+    For measuring (and training) a model's invariance to the decoder: the two upsamplings differ by a level
+    or two at colour edges of 4:2:0 JPEGs, and on an H200 this decode reproduced the GPU path's label on all
+    16 of 768 development images whose label differed from the CPU path's. Other formats have no subsampled
+    chroma and decode as ``decode_rgb``; the EXIF orientation is applied as there.
+
+    Returns:
+        (H, W, 3) uint8 RGB, C-contiguous, host memory.
+    Raises:
+        DecodeFailure: as ``decode_rgb``.
+    """
+    header = check_image(data, max_pixels)
+    if header.format != "jpeg" or header.mode != "RGB":
+        return decode_rgb(data, max_pixels)
+    import simplejpeg  # a core dependency (the JPEG check); imported here as image_check does
+
+    rgb = simplejpeg.decode_jpeg(data, colorspace="RGB", fastupsample=True)
+    with Image.open(io.BytesIO(data), formats=["JPEG"]) as image:
+        orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+    if orientation in _ORIENTATION_TRANSPOSE:
+        rgb = np.asarray(Image.fromarray(rgb).transpose(_ORIENTATION_TRANSPOSE[orientation]))
     return np.ascontiguousarray(rgb)

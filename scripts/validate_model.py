@@ -3,6 +3,8 @@
 On the block-split validation part named in the manifest (training.val_files), with ONNX Runtime:
 - accuracy, macro sensitivity, per-class sensitivity, confusion matrix (the committed fp16-weight ONNX);
 - the same with the bottom 48 rows blanked at inference (the scale-bar label shortcut check);
+- the same with the JPEGs decoded as nvJPEG (the GPU path) decodes them, with simple chroma upsampling, and
+  the label agreement with the plain (Pillow) decode: how far GPU and CPU results of a model can differ;
 - FP16-vs-FP32 agreement: the committed ONNX (fp16 weights) against an fp32-weight export of the same
   checkpoint (argmax agreement, max abs probability difference), or against fp32 logits computed where the
   checkpoint is (``--fp32-logits``, from ``scripts/fp32_reference.py``: a checkpoint trained on a lent GPU
@@ -24,20 +26,24 @@ import numpy as np
 
 from allbatch import CLASS_NAMES
 from allbatch.backends.ort_backend import OnnxRuntimeBackend
+from allbatch.decode import decode_rgb_simple_upsampling
 from allbatch.manifest import ModelArtifact, ModelManifest, load_model_artifact, manifest_path_for, sha256_of_file
 from allbatch.prepare import prepare_files, prepare_rgb, read_rgb
 from allbatch.training.augment import blank_bottom
 
-VARIANTS = ("plain", "bottom48_blanked")
+VARIANTS = ("plain", "bottom48_blanked", "simple_chroma_upsampling")
 """Stain and camera changes: scripts/robustness.py (the robustness suite)."""
 
 
 def inputs_for(paths: list[Path], artifact: ModelArtifact, variant: str) -> np.ndarray:
     """(n, 2, 3, S, S) float32 model inputs through the one recipe; "bottom48_blanked" fills the bottom 48 rows
-    of the decoded original with its median colour first (before the model's own band blanking)."""
+    of the decoded original with its median colour first (before the model's own band blanking);
+    "simple_chroma_upsampling" decodes as nvJPEG does (``decode_rgb_simple_upsampling``)."""
     prep, seg = artifact.manifest.prep, artifact.manifest.seg
     if variant == "plain":
         return prepare_files(paths, prep, seg)
+    if variant == "simple_chroma_upsampling":
+        return np.stack([prepare_rgb(decode_rgb_simple_upsampling(path.read_bytes()), prep, seg).inputs for path in paths])
     return np.stack([prepare_rgb(blank_bottom(read_rgb(path), 48), prep, seg).inputs for path in paths])
 
 
@@ -108,12 +114,21 @@ def main() -> None:
     report: dict[str, object] = {"measured_on": "ONNX Runtime CPU", "split_rule": manifest.training.get("split_rule")}
     started = time.time()
     plain_inputs = None
+    probs: dict[str, np.ndarray] = {}
     for variant in VARIANTS:
         inputs = inputs_for(val_files, artifact, variant)
         plain_inputs = inputs if variant == "plain" else plain_inputs
-        report[variant] = metrics(truth, predict(artifact, inputs))
+        probs[variant] = predict(artifact, inputs)
+        report[variant] = metrics(truth, probs[variant])
         print(variant, json.dumps({k: v for k, v in report[variant].items() if k != "confusion"}))  # type: ignore[union-attr]
     assert plain_inputs is not None
+    simple, plain = probs["simple_chroma_upsampling"], probs["plain"]
+    report["simple_chroma_upsampling_vs_plain"] = {
+        "label_agreement": float((simple.argmax(1) == plain.argmax(1)).mean()),
+        "max_abs_prob_diff": float(np.abs(simple - plain).max()),
+        "n": len(plain),
+    }
+    print("simple vs fancy chroma upsampling", report["simple_chroma_upsampling_vs_plain"])
     fp32: np.ndarray | None = None
     if args.fp32_logits is not None:
         fp32 = reference_probs(args.fp32_logits, list(manifest.training["val_files"]), manifest.temperature)

@@ -10,7 +10,7 @@ import pytest
 from image_factory import encode, png_header_only, smear_like, write_bad_files
 from PIL import Image
 
-from allbatch.decode import DecodeFailure, decode_rgb
+from allbatch.decode import DecodeFailure, decode_rgb, decode_rgb_simple_upsampling
 from allbatch.discover import discover
 from allbatch.read import read_encoded
 from allbatch.status import ImageStatus
@@ -100,3 +100,33 @@ def test_bottom_band_blanking_is_part_of_preprocessing() -> None:
     out = blank_bottom_band(rgb, prep)
     assert (out[-48:] == 0).all() and np.array_equal(out[:-48], rgb[:-48])
     assert prep.blank_rows(1536) == 329 and prep.blank_rows(1) == 0
+
+
+def _jpeg(rgb: np.ndarray, subsampling: int, orientation: int = 1) -> bytes:
+    image = Image.fromarray(rgb)
+    exif = image.getexif()
+    if orientation != 1:
+        exif[0x0112] = orientation
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=92, subsampling=subsampling, exif=exif)
+    return buf.getvalue()
+
+
+def test_simple_upsampling_differs_from_the_fancy_one_only_in_subsampled_chroma() -> None:
+    rgb = smear_like(7, (96, 128))
+    # 4:4:4: nothing to upsample, so both decoders give the same pixels
+    full = _jpeg(rgb, subsampling=0)
+    assert np.array_equal(decode_rgb_simple_upsampling(full), decode_rgb(full))
+    # 4:2:0 (what cameras and the development images use): a level or two apart, at colour edges
+    half = _jpeg(rgb, subsampling=2)
+    difference = np.abs(decode_rgb_simple_upsampling(half).astype(int) - decode_rgb(half))
+    assert difference.max() > 0 and difference.mean() < 2.0
+    # lossless formats decode as decode_rgb does
+    png = encode(rgb, "PNG")
+    assert np.array_equal(decode_rgb_simple_upsampling(png), decode_rgb(png))
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_simple_upsampling_applies_the_exif_orientation(orientation: int) -> None:
+    data = _jpeg(smear_like(8, (40, 64)), subsampling=0, orientation=orientation)
+    assert np.array_equal(decode_rgb_simple_upsampling(data), decode_rgb(data))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -93,3 +94,28 @@ def test_batch_preparer_writes_each_image_into_its_row_and_drops_failed_rows() -
         assert np.array_equal(row, prepare_bytes(data, PREP, SEG).inputs)
     assert np.array_equal(whole.inputs, batch.inputs)
     assert np.isnan(batch.mask_fraction[[1, 3]]).all() and batch.sizes is not None and batch.sizes[1].tolist() == [0, 0]
+
+
+def test_training_starts_from_the_nvjpeg_like_decode_when_drawn(tmp_path: Path) -> None:
+    """With simple_upsampling_p = 1 every training item starts from the file decoded as the GPU path decodes it."""
+    torch = pytest.importorskip("torch", reason="the training dataset needs torch")
+    pytest.importorskip("cv2", reason="training augmentation needs OpenCV")
+    from functools import partial
+
+    from allbatch.decode import decode_rgb_simple_upsampling
+    from allbatch.training.augment import AugmentConfig, augment
+    from allbatch.training.data import PairDataset, list_development_images
+
+    (tmp_path / "Benign").mkdir()
+    shutil.copy(DEMO / "Benign" / "WBC-Benign-001.jpg", tmp_path / "Benign")
+    images = list_development_images(tmp_path)
+    config = AugmentConfig(simple_upsampling_p=1.0)
+    dataset = PairDataset(images, PREP, SEG, config, seed=3)
+    data = images[0].path.read_bytes()
+    assert np.array_equal(dataset.simple_pixels[0], decode_rgb_simple_upsampling(data))
+    assert not np.array_equal(dataset.simple_pixels[0], dataset.pixels[0])  # a 4:2:0 JPEG: the decoders differ
+    rng = np.random.default_rng((3, 0, 0))
+    rng.random()  # the draw that chose the decode
+    expected = prepare_rgb(decode_rgb_simple_upsampling(data), PREP, SEG, partial(augment, rng=rng, config=config)).inputs
+    assert torch.equal(dataset[0][0], torch.from_numpy(expected))
+    assert PairDataset(images, PREP, SEG, AugmentConfig(simple_upsampling_p=0.0), seed=3).simple_pixels == []

@@ -25,7 +25,10 @@ class AugmentConfig:
     1 +- this; ``gamma``: exponent in [1/gamma, gamma] (log-uniform); ``channel_gain``: per-channel
     factor in 1 +- this; ``blur_p``/``blur_sigma``: probability and max sigma (pixels) of a Gaussian
     blur; ``rescale_p``/``rescale``: probability and (min, max) factor of a resize (log-uniform);
-    ``jpeg_p``/``jpeg_quality``: probability and (min, max) quality of a JPEG re-encode.
+    ``jpeg_p``/``jpeg_quality``: probability and (min, max) quality of a JPEG re-encode;
+    ``simple_upsampling_p``: probability that the original is the file decoded as nvJPEG decodes it (simple
+    chroma upsampling, ``decode_rgb_simple_upsampling``) rather than as Pillow does, so that the model does not
+    learn one decoder's colour edges (the GPU and CPU paths decode with different upsampling).
     """
 
     scale_min: float = 0.85
@@ -42,6 +45,7 @@ class AugmentConfig:
     jpeg_quality: tuple[int, int] = (60, 95)
     blank_bottom_p: float = 0.0
     blank_bottom_rows: int = 48
+    simple_upsampling_p: float = 0.5
 
 
 def blank_bottom(image: npt.NDArray[np.uint8], rows: int) -> npt.NDArray[np.uint8]:

@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import Dataset
 
 from allbatch import CLASS_NAMES
+from allbatch.decode import decode_rgb_simple_upsampling
 from allbatch.prepare import ImageChange, prepare_rgb, read_rgb
 from allbatch.preprocess import Preprocessing
 from allbatch.segment import SegmentationParams
@@ -41,7 +42,8 @@ class PairDataset(Dataset[tuple[torch.Tensor, int]]):
     """Yields ((2, 3, S, S) float32 input, label); originals are kept decoded in memory.
 
     With ``augment_config`` set, each item is augmented before segmentation, so the second channel is
-    always allbatch's own segmentation of exactly the pixels in the first.
+    always allbatch's own segmentation of exactly the pixels in the first, and starts, with probability
+    ``simple_upsampling_p``, from the file decoded as the GPU path's nvJPEG decodes it (kept in memory too).
     """
 
     def __init__(
@@ -54,6 +56,9 @@ class PairDataset(Dataset[tuple[torch.Tensor, int]]):
     ) -> None:
         self.images = images
         self.pixels: list[npt.NDArray[np.uint8]] = [read_rgb(image.path) for image in images]  # as inference decodes
+        self.simple_pixels: list[npt.NDArray[np.uint8]] = []
+        if augment_config is not None and augment_config.simple_upsampling_p > 0:
+            self.simple_pixels = [decode_rgb_simple_upsampling(image.path.read_bytes()) for image in images]
         self.prep = prep
         self.seg = seg
         self.augment_config = augment_config
@@ -65,8 +70,11 @@ class PairDataset(Dataset[tuple[torch.Tensor, int]]):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         change: ImageChange | None = None
+        pixels = self.pixels[index]
         if self.augment_config is not None:
             rng = np.random.default_rng((self.seed, self.epoch, index))  # reproducible per (seed, epoch, image)
+            if self.simple_pixels and rng.random() < self.augment_config.simple_upsampling_p:
+                pixels = self.simple_pixels[index]
             change = partial(augment, rng=rng, config=self.augment_config)
-        prepared = prepare_rgb(self.pixels[index], self.prep, self.seg, change)
+        prepared = prepare_rgb(pixels, self.prep, self.seg, change)
         return torch.from_numpy(prepared.inputs), self.images[index].label

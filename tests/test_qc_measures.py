@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image
 from scipy import ndimage
 from scipy.special import logsumexp, softmax
 
 from allbatch.preprocess import Preprocessing
 from allbatch.qc import measures as measures_module
+from allbatch.qc.collect import Collected
+from allbatch.qc.fit import fit_qc
 from allbatch.qc.flags import QcFlag, flag_words, reason
 from allbatch.qc.measures import confidence_measures, count_components, input_measures, mahalanobis_distance
 from allbatch.qc.stage import apply_rules
@@ -77,6 +80,51 @@ def test_input_measures_of_known_images(labelling: str) -> None:
     assert got["components"].tolist() == [2, 0, 0]
 
 
+def _circular_hue(rgb: np.ndarray) -> float:
+    """Hue in degrees of one colour's chroma-plane vector, computed independently of the measure."""
+    r, g, b = (float(v) for v in rgb)
+    return float(np.degrees(np.arctan2(np.sqrt(3.0) / 2.0 * (g - b), r - (g + b) / 2.0)) % 360.0)
+
+
+def test_stain_hue_is_the_hue_of_the_stained_pixels_only() -> None:
+    size = PREP.size
+    rows = size - PREP.blank_rows(size)
+    primaries = [(255, 0, 0), (255, 255, 0), (0, 255, 0), (0, 255, 255), (0, 0, 255), (255, 0, 255)]
+    flats = [np.full((size, size, 3), colour, dtype=np.uint8) for colour in primaries]
+    violet, background = (130, 90, 220), (235, 240, 205)  # a blast stain on a yellowish background (chroma 35)
+    smear = np.full((size, size, 3), background, dtype=np.uint8)
+    smear[20:60, 20:60] = violet
+    smear[rows:] = (0, 200, 0)  # the band (blanked in real inputs) is left out: green would move the hue
+    grey = np.full((size, size, 3), 128, dtype=np.uint8)
+    pale = np.full((size, size, 3), background, dtype=np.uint8)  # chroma 35 <= STAIN_CHROMA: nothing stained
+    originals = np.stack([*flats, smear, grey, pale])
+    got = input_measures(_inputs(originals, np.zeros_like(originals)), PREP)["stain_hue"]
+    assert got.dtype == np.float32 and got.shape == (len(originals),)
+    assert ((got[:6] >= 0) & (got[:6] < 360)).all()
+    # the HSV hue at the primaries and secondaries, up to a turn (0 and 360 are the same hue)
+    turn = np.mod(got[:6] - np.array([0, 60, 120, 180, 240, 300]) + 180.0, 360.0) - 180.0
+    np.testing.assert_allclose(turn, 0.0, atol=0.01)
+    assert got[6] == pytest.approx(_circular_hue(np.array(violet)), abs=0.01)  # the background does not count
+    assert np.isnan(got[7]) and np.isnan(got[8])
+
+
+def test_stain_hue_follows_a_hue_rotation_and_ignores_brightness() -> None:
+    rng = np.random.default_rng(6)
+    size = PREP.size
+    base = np.full((size, size, 3), (225, 222, 235), dtype=np.uint8)
+    for y, x in rng.integers(10, size - 60, (12, 2)):
+        base[y : y + 20, x : x + 20] = (120 + rng.integers(-10, 10), 80, 210)  # violet blobs
+    hsv = np.asarray(Image.fromarray(base).convert("HSV")).copy()
+    hsv[..., 0] = ((hsv[..., 0].astype(np.int32) + 64) % 256).astype(np.uint8)  # 90 degrees, as tests/ood_factory.py
+    rotated = np.asarray(Image.fromarray(hsv, mode="HSV").convert("RGB"))
+    darker = (base.astype(np.float32) * 0.9).round().astype(np.uint8)
+    originals = np.stack([base, rotated, darker])
+    got = input_measures(_inputs(originals, np.zeros_like(originals)), PREP)["stain_hue"]
+    assert 250 < got[0] < 270
+    assert (got[1] - got[0]) % 360.0 == pytest.approx(90.0, abs=3.0)  # Pillow's 8-bit HSV rounds a little
+    assert got[2] == pytest.approx(got[0], abs=1.0)
+
+
 def test_mahalanobis_equals_the_explicit_ppca_covariance() -> None:
     rng = np.random.default_rng(3)
     f, k, c = 12, 4, 3
@@ -132,6 +180,7 @@ def test_cupy_measures_equal_numpy() -> None:
     gpu = input_measures(cupy.asarray(inputs), PREP)
     np.testing.assert_allclose(gpu["blur"].get(), cpu["blur"], rtol=1e-4)
     np.testing.assert_allclose(gpu["colour"].get(), cpu["colour"], rtol=1e-5)
+    np.testing.assert_allclose(gpu["stain_hue"].get(), cpu["stain_hue"], atol=1e-3)
     np.testing.assert_array_equal(gpu["components"].get(), cpu["components"])
     logits = rng.normal(size=(5, 4)).astype(np.float32)
     for key, value in confidence_measures(cupy.asarray(logits)).items():
@@ -143,3 +192,29 @@ def test_cupy_measures_equal_numpy() -> None:
     expected = mahalanobis_distance(features, means, basis, variances, 0.01)
     on_gpu = mahalanobis_distance(cupy.asarray(features), cupy.asarray(means), cupy.asarray(basis), cupy.asarray(variances), 0.01)
     np.testing.assert_allclose(on_gpu.get(), expected, rtol=1e-4)
+
+
+def test_fit_refuses_outputs_collected_without_the_stain_hue() -> None:
+    """A --cache written before the stain hue existed lacks it: the fit says so instead of writing rules for it
+    without percentiles (which a manifest reader would refuse)."""
+    rng = np.random.default_rng(7)
+    n = 40
+    measures = {
+        "blur": rng.random(n).astype(np.float32),
+        "colour": rng.random((n, 4)).astype(np.float32),
+        "components": np.ones(n, np.int32),
+        **confidence_measures(rng.normal(size=(n, 4)).astype(np.float32)),
+    }
+    names = [f"x/{i:03d}.jpg" for i in range(n)]
+    features = rng.normal(size=(n, 8)).astype(np.float32)
+    collected = Collected(
+        names,
+        features,
+        np.zeros((n, 4), np.float32),
+        np.zeros((n, 4), np.float32),
+        np.ones(n, np.float32) / 10,
+        np.full((n, 2), 224, np.int32),
+        measures,
+    )
+    with pytest.raises(ValueError, match="stain_hue"):
+        fit_qc(collected, np.arange(n) % 4, 4, {}, k=2)

@@ -33,6 +33,8 @@ DEFAULT_RULES: tuple[dict[str, Any], ...] = (
     {"flag": "colour", "measure": "red_minus_green", "above": "p99.9", "offset": 5.0},
     {"flag": "colour", "measure": "blue_minus_green", "below": "p0.1", "offset": -10.0},
     {"flag": "colour", "measure": "blue_minus_green", "above": "p99.9", "offset": 10.0},
+    {"flag": "colour", "measure": "stain_hue", "below": "p0.1", "offset": -10.0},
+    {"flag": "colour", "measure": "stain_hue", "above": "p99.9", "offset": 10.0},
     {"flag": "segmentation", "measure": "mask_fraction", "below": "p0.1", "scale": 0.5},
     {"flag": "segmentation", "measure": "mask_fraction", "above": "p99.9", "scale": 1.5},
     {"flag": "components", "measure": "components", "below": "p0.1", "scale": 0.5},
@@ -44,14 +46,17 @@ DEFAULT_RULES: tuple[dict[str, Any], ...] = (
 """Which side of which training percentile fires which flag. Scales (and offsets, for differences around
 zero) widen a range where the training images are homogeneous (one camera, one stain) so that ordinary
 variation between labs is not flagged. A segmented fraction or region count of 0 falls below half the
-training p0.1 (no blast-coloured pixel: no blast in the field, or a wrong stain)."""
+training p0.1 (no blast-coloured pixel: no blast in the field, or a wrong stain). The stain hue (degrees) is
+widened by 10 degrees (5 OpenCV hue units) on each side, more than the +-3 units of the robustness suite (a
+lab's stain or white balance) and far less than the 90 degrees of a wrong stain (tests/ood_factory.py);
+its training p0.1 .. p99.9 span about 70 degrees (217 .. 285)."""
 
 
 def scalar_measures(measures: dict[str, Any], mask_fraction: Any, sizes: Any, distance: Any | None = None) -> dict[str, Any]:
     """The per-image scalars rules test, from what ``input_measures``/``confidence_measures`` return.
 
     Args:
-        measures: blur (N,), colour (N, 4), components (N,), max_prob, margin, entropy, energy (N,).
+        measures: blur (N,), colour (N, 4), components (N,), stain_hue (N,), max_prob, margin, entropy, energy (N,).
         mask_fraction: (N,) float32. sizes: (N, 2) (height, width), 0 when unknown.
         distance: (N,) Mahalanobis distance, or None when the model has no feature statistics.
     Returns:
@@ -73,6 +78,8 @@ def scalar_measures(measures: dict[str, Any], mask_fraction: Any, sizes: Any, di
         "min_side": sizes.min(axis=1),
         **{name: measures[name] for name in ("max_prob", "margin", "entropy", "energy")},
     }
+    if "stain_hue" in measures:  # the hue of the stained pixels alone (the mean colour is mostly background)
+        out["stain_hue"] = measures["stain_hue"]  # absent from outputs collected before it existed (old caches)
     if distance is not None:
         out["distance"] = distance
     return out
@@ -150,6 +157,9 @@ def fit_qc(
     stats = fit_feature_stats(collected.features, labels, num_classes, k)
     distance = out_of_fold_distances(collected.features, labels, collected.names, num_classes, k)
     scalars = scalar_measures(collected.measures, collected.mask_fraction, collected.sizes, distance)
+    missing = [name for name in SCALAR_MEASURES if name not in scalars]
+    if missing:
+        raise ValueError(f"the collected outputs lack the measures {missing} (a cache written by an older allbatch? collect again)")
     percentiles = {
         name: {
             percentile_key(q): float(v)

@@ -14,7 +14,9 @@
 /qc/components  int32 (N,)      8-connected segmented regions at the model input size (-1 failed)
 /qc/size        int32 (N, 2)    decoded (height, width) in pixels (0 when failed or not reported)
 ```
-Float measures are NaN for failed images. The segmented fraction is ``/seg/mask_fraction``.
+Float measures are NaN for failed images. The segmented fraction is ``/seg/mask_fraction``. The stain hue
+(``input_measures``) is a rule input without a column: a new column would change the row checksums and the
+datasets every version 2 file must have; the colour flag and the rules (results.h5 provenance) record its use.
 """
 
 from __future__ import annotations

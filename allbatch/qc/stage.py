@@ -120,5 +120,7 @@ class QcStage:
         sizes = batch.sizes[ok] if batch.sizes is not None else np.zeros((len(ok), 2), np.int32)
         measured = self.measure(batch.inputs, output, batch.mask_fraction[ok], sizes, batch.input_measures)
         for key, value in measured.items():
+            if key not in columns:  # a measure without a /qc column (stain_hue) only feeds the rules
+                continue
             columns[key][ok] = value.get() if hasattr(value, "get") and not isinstance(value, np.ndarray) else value
         return columns

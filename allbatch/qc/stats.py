@@ -40,6 +40,7 @@ SCALAR_MEASURES = (
     "chroma",
     "red_minus_green",
     "blue_minus_green",
+    "stain_hue",
     "mask_fraction",
     "components",
     "min_side",

@@ -26,17 +26,13 @@
 # images beside the checkout or else the demo images for --dry-run), COUNT, BATCH, BENCH_COUNT (images in
 # the benchmark: 512 / 8), MODEL (default: the shipped model), BUDGET_S (360 s x CAP_SCALE), CAP_SCALE (every
 # step's time cap multiplied: 1, or 3 for --dry-run), DATASET_ROOT (the folder holding
-# Original/, for the GPU tests that read real images), WHEELS (pure-Python wheels to import, default
-# /opt/stage/verify/wheels: onnxscript and onnx-ir, which the tests' model export needs).
+# Original/, for the GPU tests that read real images), WHEELS (wheels to unzip onto the path, default
+# /opt/stage/verify/wheels: onnxscript and onnx-ir for the tests' model export, simplejpeg for the JPEG check).
 # How the images and wheels get to the GPU machine: see "GPU verification" in README.md.
 
 cd "$(dirname "$0")/.." || exit 2
-mode=gpu
-case "${1:-}" in
-    --dry-run) mode=dry-run ;;
-    "") ;;
-    *) sed -n '2,/^$/p' "$0"; exit 2 ;;
-esac
+source scripts/device_common.sh
+device_mode "$0" "$@"
 
 if [[ $mode == dry-run ]]; then
     default_py=python3; [[ -x .venv/bin/python ]] && default_py=.venv/bin/python
@@ -103,12 +99,8 @@ env_report() {
     "$PY" -m allbatch info --json
 }
 
-# Pure-Python wheels (zip files) unpacked and put on the path: no pip step on the GPU machine.
-WHEELS=${WHEELS:-/opt/stage/verify/wheels}
-if compgen -G "$WHEELS/*.whl" > /dev/null; then
-    for wheel in "$WHEELS"/*.whl; do "$PY" -m zipfile -e "$wheel" "$WORK/pydeps"; done
-    export PYTHONPATH="$WORK/pydeps:$PYTHONPATH"
-fi
+# Wheels the GPU machine lacks (onnxscript, onnx-ir, simplejpeg), unzipped onto the path.
+unzip_wheels "$PY" "${WHEELS:-/opt/stage/verify/wheels}" "$WORK/pydeps"
 
 # GPU memory of the whole device (DALI's pool included) every 0.5 s while the steps run.
 sampler=""

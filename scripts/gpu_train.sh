@@ -26,22 +26,13 @@
 # arguments for the training, e.g. --val-fraction 0.4 for a handful of images).
 
 cd "$(dirname "$0")/.." || exit 2
-mode=gpu
-case "${1:-}" in
-    --dry-run) mode=dry-run ;;
-    "") ;;
-    *) sed -n '2,/^$/p' "$0"; exit 2 ;;
-esac
+source scripts/device_common.sh
+device_mode "$0" "$@"
 
 OUT=${OUT:-$(mktemp -d /tmp/allbatch-train-out.XXXXXX)}
 WORK=$(mktemp -d /tmp/allbatch-train-work.XXXXXX)
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-WHEELS=${WHEELS:-/opt/stage/verify/wheels}
-if compgen -G "$WHEELS/*.whl" > /dev/null; then
-    for wheel in "$WHEELS"/*.whl; do python3 -m zipfile -e "$wheel" "$WORK/pydeps"; done
-    export PYTHONPATH="$WORK/pydeps:$PYTHONPATH"
-fi
 cores=$(nproc)
 args=(--stage1-epochs 0 --checkpoint-dir "$WORK/run" --out "$WORK/model/allbatch-densenet201.onnx")
 if [[ $mode == dry-run ]]; then
@@ -59,6 +50,7 @@ fi
 read -r -a extra <<< "${TRAIN_ARGS:-}"
 args+=("${extra[@]}")
 model=$WORK/model/allbatch-densenet201.onnx
+unzip_wheels "$PY" "${WHEELS:-/opt/stage/verify/wheels}" "$WORK/pydeps"
 
 { date -u; command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
   echo "cores $cores; $PY ${args[*]}"; } > "$OUT/train.log"

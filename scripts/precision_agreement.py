@@ -7,7 +7,11 @@ runs; AVX512-FP16 where the CPU has it), on every k-th validation image of the m
 ``backends.fp16_check.fp16_agreement`` and the thresholds of ``judge_fp16``. TensorRT fp16 on a GPU is
 checked by ``allbatch engine build``.
 
-Usage: python scripts/precision_agreement.py [--model ...] [--data ...] [--stride 8] [--write]
+``--openvino`` also measures OpenVINO bf16 (what ``--backend auto`` picks on CPUs with native bf16) and, with
+``--write``, stores its verdict as ``validation.openvino_bf16``: the backend then runs such a model in fp32 under
+``auto`` when the verdict is a refusal (its own check at load time sees only the 8 demo images).
+
+Usage: python scripts/precision_agreement.py [--model ...] [--data ...] [--stride 8] [--openvino] [--write]
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import argparse
 import copy
 import json
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,10 +29,28 @@ import torch
 
 from allbatch.backends.fp16_check import fp16_agreement, judge_fp16
 from allbatch.backends.ort_backend import OnnxRuntimeBackend
-from allbatch.manifest import load_model_artifact, manifest_path_for
+from allbatch.manifest import ModelArtifact, load_model_artifact, manifest_path_for
 from allbatch.model.network import ExportedNet
 from allbatch.model.onnx_io import load_network
 from allbatch.prepare import prepare_files
+
+
+def openvino_bf16_verdict(artifact: ModelArtifact, inputs: np.ndarray, reference: np.ndarray) -> dict[str, object]:
+    """OpenVINO bf16 against the fp32 ``reference`` probabilities of ``inputs``, judged by the fp16 gate's thresholds.
+
+    Measured with any earlier verdict of the manifest set aside (it would refuse bf16 before it ran) and a fresh
+    compile cache (stored agreement figures of this machine are not this measurement).
+    """
+    from allbatch.backends.openvino_backend import OpenVinoBackend
+
+    measured = copy.deepcopy(artifact)
+    measured.manifest.validation.pop("openvino_bf16", None)
+    with tempfile.TemporaryDirectory() as cache, OpenVinoBackend(measured, precision="bf16", cache_dir=Path(cache)) as backend:
+        probs = np.concatenate([backend.infer(inputs[i : i + 16]).probs for i in range(0, len(inputs), 16)])
+        cpu = backend.describe()["device"]
+    figures = fp16_agreement(probs, reference)
+    accepted, reason = judge_fp16(figures)
+    return {**figures, "accepted": accepted, "reason": reason, "reference": "ONNX Runtime fp32", "device": cpu}
 
 
 def main() -> None:
@@ -35,6 +58,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/all-kaggle/Original")
     parser.add_argument("--stride", type=int, default=8, help="every k-th validation image")
+    parser.add_argument("--openvino", action="store_true", help="also OpenVINO bf16, its verdict into validation.openvino_bf16")
     parser.add_argument("--write", action="store_true", help="store the figures in the manifest (validation.precision_cpu)")
     args = parser.parse_args()
     artifact = load_model_artifact(args.model)
@@ -57,11 +81,16 @@ def main() -> None:
         accepted, stated = judge_fp16(figures)
         report[name] = {**figures, "within_fp16_gate": accepted}
         print(name, stated, flush=True)
+    verdict = openvino_bf16_verdict(artifact, inputs, reference) if args.openvino else None
     report["seconds"] = round(time.time() - started, 1)
     report["load_average"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(report))
+    if verdict is not None:
+        print("openvino_bf16", json.dumps(verdict))
     if args.write:
         manifest.validation = {**manifest.validation, "precision_cpu": report}
+        if verdict is not None:
+            manifest.validation["openvino_bf16"] = verdict
         manifest_path_for(artifact.onnx_path).write_text(manifest.to_json() + "\n")
 
 

@@ -114,3 +114,19 @@ def test_bf16_gate_measures_stores_and_refuses(
         refused.__enter__()
     with pytest.raises(RuntimeError, match="outside its `with` block"):  # released again after the refusal
         refused.infer(real_batch)
+
+
+def test_a_bf16_refusal_in_the_manifest_makes_auto_fp32_and_refuses_bf16(tiny_model: Path, tmp_path: Path) -> None:
+    # a model measured on its validation images (scripts/precision_agreement.py --openvino) whose bf16 failed the gate
+    refused = load_model_artifact(tiny_model)
+    refused.manifest.validation = {"openvino_bf16": {"accepted": False, "reason": "max |p16 - p32| 0.039 (<= 0.02 allowed)"}}
+    with OpenVinoBackend(refused, precision="auto", cache_dir=tmp_path) as backend:
+        assert backend.precision == "fp32" and "bf16_agreement" not in backend.describe()
+    if NATIVE_BF16:  # an explicit bf16 is refused with the manifest's reason (without native bf16 it is refused anyway)
+        with pytest.raises(BackendUnavailableError, match=r"0\.039.*validation\.openvino_bf16.*use --precision fp32"):
+            OpenVinoBackend(refused, precision="bf16", cache_dir=tmp_path).__enter__()
+    # an accepted verdict changes nothing: auto is what the CPU computes natively
+    accepted = load_model_artifact(tiny_model)
+    accepted.manifest.validation = {"openvino_bf16": {"accepted": True}}
+    with OpenVinoBackend(accepted, precision="auto", cache_dir=tmp_path) as backend:
+        assert backend.precision == ("bf16" if NATIVE_BF16 else "fp32")

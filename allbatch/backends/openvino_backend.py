@@ -8,7 +8,10 @@ pipeline's producer thread keeps decoding the next batch meanwhile.
 Precision: ``bf16`` on CPUs with native bf16 (AVX512_BF16, AMX-BF16), else ``fp32``. bf16 is used only once it
 agrees with the fp32 reference (ONNX Runtime) on real images, with the thresholds of the GPU fp16 gate
 (``fp16_check``); the figures are stored in the compile cache beside OpenVINO's compiled blobs, keyed by the
-model, the OpenVINO version, the CPU and the precision. ``openvino`` is imported lazily.
+model, the OpenVINO version, the CPU and the precision. A model whose manifest records a bf16 refusal on its
+validation images (``validation.openvino_bf16``, written by ``scripts/precision_agreement.py --openvino``:
+hundreds of images, where the check here has the 8 demo images) runs in fp32 under ``auto``, and an explicit
+bf16 is refused. ``openvino`` is imported lazily.
 """
 
 from __future__ import annotations
@@ -64,13 +67,22 @@ def openvino_status() -> tuple[bool, str]:
     features = cpu_features()
     return True, (
         f"openvino {openvino.get_version().split('-')[0]} on CPU ({features.usable_cores} cores; {features.isa_summary()}; "
-        f"precision auto: {auto_precision(features)})"
+        f"precision auto: {auto_precision(features)}, fp32 for a model whose manifest refuses bf16)"
     )
 
 
 def auto_precision(features: CpuFeatures) -> str:
     """bf16 where the CPU has it in hardware (about 4x the fp32 arithmetic on AMX), else fp32."""
     return "bf16" if features.native_bf16 else "fp32"
+
+
+def manifest_bf16_refusal(artifact: ModelArtifact) -> str | None:
+    """Why the model's manifest refuses OpenVINO bf16 (``validation.openvino_bf16`` with ``accepted`` false), or
+    None when it records no refusal (accepted, or never measured)."""
+    verdict = artifact.manifest.validation.get("openvino_bf16")
+    if not isinstance(verdict, dict) or verdict.get("accepted", True):
+        return None
+    return f"{verdict.get('reason', 'refused')} (the model's manifest, validation.openvino_bf16)"
 
 
 def openvino_cache_dir() -> Path:
@@ -131,6 +143,12 @@ class OpenVinoBackend(BaseBackend):
         except ImportError as exc:
             raise BackendUnavailableError(f"openvino backend: openvino not installed ({INSTALL_HINT})") from exc
         self.precision = auto_precision(self._cpu) if self.requested_precision == "auto" else self.requested_precision
+        refusal = manifest_bf16_refusal(self.artifact) if self.precision == "bf16" else None
+        if refusal is not None and self.requested_precision == "auto":
+            log.info("openvino: fp32, not bf16: %s", refusal)
+            self.precision = "fp32"
+        elif refusal is not None:
+            raise BackendUnavailableError(f"openvino bf16 refused: {refusal}; use --precision fp32")
         if self.precision == "bf16" and not self._cpu.native_bf16:
             raise BackendUnavailableError(
                 f"openvino bf16: {self._cpu.model} has no native bf16 (AVX512_BF16 or AMX-BF16); use --precision fp32"

@@ -77,6 +77,24 @@ def test_bench_writes_a_complete_report(tmp_path: Path, tiny_model: Path) -> Non
     assert (out.parent / "smoke-stages.png").stat().st_size > 0 and (out.parent / "smoke-batch-sweep.png").stat().st_size > 0
 
 
+def test_a_limit_above_the_folder_repeats_it_and_the_baseline_can_be_capped(tmp_path: Path, tiny_model: Path) -> None:
+    cli_app._register()
+    out = tmp_path / "big.json"
+    result = CliRunner().invoke(
+        cli_app.app,
+        ["bench", str(DEMO_DIR), "--model", str(tiny_model), "--backend", "onnxruntime", "--decoder", "cpu",
+         "--batch-sizes", "4", "--repeats", "1", "--warmup", "0", "--limit", "12", "--baseline-limit", "3",
+         "--json", str(out), "--quiet"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    doc = json.loads(out.read_text(encoding="utf-8"))
+    # the 8 demo images, then 4 of them again, each copy a file of its own: 12 rows written, 12 ok
+    assert doc["input"]["images"] == 12 and doc["input"]["distinct_files"] == 8
+    assert doc["batch_sizes"]["4"]["end_to_end"]["summary"]["ok"] == 12
+    # the naive loop timed on the first 3 only, its rate over those 3
+    assert doc["config"]["baseline_limit"] == 3 and doc["baseline"]["images"] == 3
+
+
 def test_bad_batch_sizes_are_a_user_error(tmp_path: Path) -> None:
     cli_app._register()
     result = CliRunner().invoke(cli_app.app, ["bench", str(DEMO_DIR), "--batch-sizes", "8,x", "--json", str(tmp_path / "x.json")])

@@ -95,7 +95,10 @@ def test_select_images_spreads_over_the_list_and_keeps_order() -> None:
     files.append(DiscoveredFile(Path("/x/bad"), "bad", problem="cannot list folder"))
     picked = select_images(files, 4)
     assert [f.relpath for f in picked] == ["0.jpg", "3.jpg", "6.jpg", "9.jpg"]
-    assert len(select_images(files, None)) == 10 and len(select_images(files, 99)) == 10
+    assert len(select_images(files, None)) == 10 and len(select_images(files, 10)) == 10
+    # more than the folder holds: its usable files repeated in order (a GPU needs more images than a folder has)
+    repeated = select_images(files, 25)
+    assert [f.relpath for f in repeated] == [f"{i % 10}.jpg" for i in range(25)]
 
 
 @pytest.mark.parametrize(("text", "expected"), [("8,32,128", (8, 32, 128)), ("4", (4,)), ("8, 8,16", (8, 16))])

@@ -38,7 +38,13 @@ def bench_command(
     batch_sizes: Annotated[str, typer.Option("--batch-sizes", help="Comma-separated batch sizes to sweep.")] = "8,32,128",
     repeats: Annotated[int, typer.Option(help="Timed paired rounds (median and spread reported).")] = 3,
     warmup: Annotated[int, typer.Option(help="Untimed warm-up rounds on the first two batches.")] = 1,
-    limit: Annotated[int | None, typer.Option(help="Benchmark at most this many images (spread over the folder).")] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(help="Benchmark this many images (spread over the folder; more than it holds repeats its files)."),
+    ] = None,
+    baseline_limit: Annotated[
+        int | None, typer.Option(help="Time the naive baseline on the first this many of them only (default: all).")
+    ] = None,
     baseline: Annotated[
         bool | None,
         typer.Option(
@@ -73,6 +79,7 @@ def bench_command(
         warmup=warmup,
         limit=limit,
         baseline=bool(baseline is not False and not baseline_missing),
+        baseline_limit=baseline_limit,
         decode_threads=decode_threads,
         argv=["allbatch", *sys.argv[1:]],
     )

@@ -1,6 +1,6 @@
 """Last-layer re-training: refit the linear head on frozen features of augmented training views.
 
-``python -m allbatch.training.head_refit --model ONNX --out ONNX [--passes 6] [--backend openvino --precision bf16]``
+``python -m allbatch.training.head_refit --model ONNX --out ONNX [--passes 6] [--backend openvino --precision fp16]``
 
 Why: the backbone is trained end to end for few epochs on a CPU, and its head learns alongside a moving
 backbone from one augmented view per image and epoch. With the backbone frozen, the head is a convex
@@ -215,7 +215,7 @@ def refit_head(
     out: Path,
     data_root: Path,
     backend_name: str = "openvino",
-    precision: str = "bf16",
+    precision: str = "fp16",
     config: HeadRefitConfig | None = None,
     limit: int = 0,
     features_cache: Path | None = None,
@@ -295,7 +295,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="where the refitted artifact goes (ONNX; manifest beside it)")
     parser.add_argument("--data", type=Path, default=Path("../shared/data/all-kaggle/Original"))
     parser.add_argument("--backend", default="openvino", help="feature extraction backend (backends.select names)")
-    parser.add_argument("--precision", default="bf16", help="its precision (bf16: OpenVINO on a CPU with bf16, gated against fp32)")
+    parser.add_argument(
+        "--precision",
+        default="fp16",
+        help="its precision, as `allbatch run` takes it (fp16: OpenVINO bf16 where the CPU and the model's manifest allow it)",
+    )
     parser.add_argument("--passes", type=int, default=HeadRefitConfig.passes, help="augmented views per training image")
     parser.add_argument("--limit", type=int, default=0, help="about this many training images (0 = all)")
     parser.add_argument("--features-cache", type=Path, default=None, help="npz of the view features: read if made alike, else written")

@@ -19,18 +19,6 @@ from allbatch.status import ImageStatus
 
 __all__ = ["DEFAULT_MAX_PIXELS", "DecodeFailure", "decode_rgb", "decode_rgb_simple_upsampling"]
 
-_EXIF_ORIENTATION = 0x0112
-_ORIENTATION_TRANSPOSE = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
-"""EXIF orientation -> the transpose that undoes it (the table of Pillow's ``ImageOps.exif_transpose``)."""
-
 
 def _to_rgb8(image: Image.Image) -> npt.NDArray[np.uint8]:
     mode = image.mode
@@ -101,9 +89,7 @@ def decode_rgb_simple_upsampling(data: bytes, max_pixels: int = DEFAULT_MAX_PIXE
         return decode_rgb(data, max_pixels)
     import simplejpeg  # a core dependency (the JPEG check); imported here as image_check does
 
-    rgb = simplejpeg.decode_jpeg(data, colorspace="RGB", fastupsample=True)
+    pixels = Image.fromarray(simplejpeg.decode_jpeg(data, colorspace="RGB", fastupsample=True))
     with Image.open(io.BytesIO(data), formats=["JPEG"]) as image:
-        orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
-    if orientation in _ORIENTATION_TRANSPOSE:
-        rgb = np.asarray(Image.fromarray(rgb).transpose(_ORIENTATION_TRANSPOSE[orientation]))
-    return np.ascontiguousarray(rgb)
+        pixels.info["exif"] = image.getexif().tobytes()  # the file's orientation, for exif_transpose as decode_rgb
+    return np.ascontiguousarray(np.asarray(ImageOps.exif_transpose(pixels)))

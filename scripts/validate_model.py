@@ -27,6 +27,7 @@ import numpy as np
 from allbatch import CLASS_NAMES
 from allbatch.backends.ort_backend import OnnxRuntimeBackend
 from allbatch.decode import decode_rgb_simple_upsampling
+from allbatch.evaluation.calibration import softmax
 from allbatch.manifest import ModelArtifact, ModelManifest, load_model_artifact, manifest_path_for, sha256_of_file
 from allbatch.prepare import prepare_files, prepare_rgb, read_rgb
 from allbatch.training.augment import blank_bottom
@@ -88,15 +89,14 @@ def fp32_artifact(checkpoint: Path, manifest: ModelManifest, folder: Path) -> Mo
     return load_model_artifact(path)
 
 
-def reference_probs(path: Path, val_files: list[str], temperature: float) -> np.ndarray:
+def reference_probs(path: Path, val_files: list[str], temperature: float) -> tuple[np.ndarray, str]:
     """(n, C) float32 probabilities of fp32 reference logits (temperature 1, as ``fp32_reference.py`` saves
-    them) at the manifest's ``temperature``, checked to be of the same validation files in the same order."""
+    them) at the manifest's ``temperature``, checked to be of the same validation files in the same order, and
+    the device they were computed on."""
     saved = np.load(path)
     if saved["val_files"].tolist() != val_files:
         raise SystemExit(f"{path}: its validation files are not the manifest's")
-    logits = saved["logits"].astype(np.float64) / temperature
-    exp = np.exp(logits - logits.max(1, keepdims=True))
-    return (exp / exp.sum(1, keepdims=True)).astype(np.float32)
+    return softmax(saved["logits"] / temperature).astype(np.float32), str(saved["device"])
 
 
 def main() -> None:
@@ -131,14 +131,14 @@ def main() -> None:
     print("simple vs fancy chroma upsampling", report["simple_chroma_upsampling_vs_plain"])
     fp32: np.ndarray | None = None
     if args.fp32_logits is not None:
-        fp32 = reference_probs(args.fp32_logits, list(manifest.training["val_files"]), manifest.temperature)
-        reference_name = f"fp32 logits from {args.fp32_logits.name} ({np.load(args.fp32_logits)['device']})"
+        fp32, device = reference_probs(args.fp32_logits, list(manifest.training["val_files"]), manifest.temperature)
+        reference_name = f"fp32 logits from {args.fp32_logits.name} ({device})"
     elif args.checkpoint.is_file():
         with tempfile.TemporaryDirectory() as tmp:
             fp32 = predict(fp32_artifact(args.checkpoint, manifest, Path(tmp)), plain_inputs)
         reference_name = "fp32-weight export of the checkpoint, ONNX Runtime"
     if fp32 is not None:
-        fp16 = predict(artifact, plain_inputs)
+        fp16 = plain  # the committed artifact on the plain inputs, predicted above
         report["fp16_weights_vs_fp32"] = {
             "argmax_agreement": float((fp16.argmax(1) == fp32.argmax(1)).mean()),
             "max_abs_prob_diff": float(np.abs(fp16 - fp32).max()),

@@ -27,7 +27,7 @@ MAX_LISTED = 20
 def pick_images(src: Path, dest: Path, count: int) -> int:
     """Copy ``count`` images spread evenly over the naturally sorted files under ``src`` into ``dest``, keeping
     their folders relative to ``src`` (the class names). ``count`` 0 or above the total takes every image."""
-    from allbatch.discover import discover
+    from allbatch.input.discover import discover
 
     files = [item for item in discover(src) if item.problem is None]
     if 0 < count < len(files):

@@ -20,8 +20,8 @@ from allbatch.backends.fp16_check import check_inputs_from_folder
 from allbatch.backends.openvino_backend import OpenVinoBackend
 from allbatch.backends.ort_backend import OnnxRuntimeBackend
 from allbatch.bench.runner import default_source
-from allbatch.cpu_features import cpu_features
-from allbatch.manifest import load_model_artifact
+from allbatch.environment.cpu_features import cpu_features
+from allbatch.model.manifest import load_model_artifact
 
 
 def main() -> None:

@@ -27,12 +27,12 @@ import numpy as np
 from PIL import Image
 
 from allbatch import CLASS_NAMES
-from allbatch.manifest import DEFAULT_MODEL, load_model_artifact
-from allbatch.qc.collect import Collected, collect
+from allbatch.model.manifest import DEFAULT_MODEL, load_model_artifact
 from allbatch.qc.flags import flag_words
 from allbatch.qc.stage import QcStage
+from factory.qc_collect import Collected, collect
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "support"))
 from ood_factory import ood_sets
 
 
@@ -71,7 +71,7 @@ def main() -> None:
     artifact = load_model_artifact(args.model)
     manifest = artifact.manifest
     if not manifest.qc:
-        raise SystemExit(f"{args.model} carries no qc statistics: run scripts/fit_qc_stats.py first")
+        raise SystemExit(f"{args.model} carries no qc statistics: run factory/scripts/fit_qc_stats.py first")
     stage = QcStage(manifest)
     val_files = list(manifest.training.get("val_files", []))
     started = time.perf_counter()

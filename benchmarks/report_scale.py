@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from allbatch.discover import discover
+from allbatch.core.status import ImageStatus
+from allbatch.input.discover import discover
 from allbatch.qc.flags import QcFlag
 from allbatch.report.html import write_report
 from allbatch.results.rows import ResultRows
 from allbatch.results.writer import ResultsWriter
-from allbatch.status import ImageStatus
 
 
 def main() -> None:

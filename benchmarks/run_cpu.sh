@@ -22,7 +22,7 @@ echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 import json, sys
 from pathlib import Path
 from allbatch.backends.openvino_backend import OpenVinoBackend
-from allbatch.manifest import load_model_artifact
+from allbatch.model.manifest import load_model_artifact
 with OpenVinoBackend(load_model_artifact(None), precision="auto", check_images=Path(sys.argv[1])) as backend:
     print(json.dumps(backend.describe().get("bf16_agreement", {"precision": backend.precision}), indent=1))
 PYEOF

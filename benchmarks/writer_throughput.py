@@ -8,7 +8,7 @@ Per batch size, in a fresh temporary folder: ``ResultsWriter.append`` of ``--row
 working file, as a run that knows its file count has; every append is a crash-safe commit: write,
 flush, n_committed, flush, reopen), then the closing compaction (gzip copy); and the Ray driver's
 per-batch path (``rows_from_columns`` + append). Then ``merge_parts`` of ``--parts`` part files holding
-the same rows. With ``--discovery-files N``, also ``allbatch.discover`` over N empty files in
+the same rows. With ``--discovery-files N``, also ``allbatch.input.discover`` over N empty files in
 folders of 1,000 (one thread; the rate a driver lists an archive at). ``--rows 0`` skips the writer.
 Rates count rows (files) / seconds of that step only. The JSON records the machine,
 the load average and other processes' CPU use while it ran (the machine may be shared).
@@ -30,15 +30,15 @@ from typing import Any
 import numpy as np
 
 from allbatch import CLASS_NAMES
-from allbatch.bench.environment import collect_environment, machine_load
 from allbatch.bench.load_monitor import LoadMonitor
-from allbatch.executors.ray_data import rows_from_columns, rows_to_columns
-from allbatch.executors.shard import Shard, paths_digest
+from allbatch.core.status import ImageStatus
+from allbatch.environment.machine import collect_environment, machine_load
+from allbatch.input.shard import Shard, paths_digest
 from allbatch.qc.schema import QC_COLUMNS
 from allbatch.results.merge import merge_parts
 from allbatch.results.rows import ResultRows
 from allbatch.results.writer import ResultsWriter
-from allbatch.status import ImageStatus
+from allbatch.run.ray_data import rows_from_columns, rows_to_columns
 
 COMPAT = {"model_sha256": "0" * 64, "preprocessing": "{}", "segmentation": "{}"}
 
@@ -142,7 +142,7 @@ def time_merge(folder: Path, rows: ResultRows, n_parts: int, batch_size: int) ->
 
 
 def time_discovery(folder: Path, n_files: int) -> dict[str, Any]:
-    from allbatch.discover import discover
+    from allbatch.input.discover import discover
 
     root = folder / "tree"
     for start in range(0, n_files, 1000):

@@ -1,4 +1,4 @@
-# Shared by the scripts that run on a lent GPU machine (benchmarks/gpu_verify.sh, scripts/gpu_train.sh): sourced,
+# Shared by the scripts that run on a lent GPU machine (benchmarks/gpu_verify.sh, factory/scripts/gpu_train.sh): sourced,
 # from the project's root.
 
 # device_mode SCRIPT [ARG]: set `mode` to gpu (no argument) or dry-run (--dry-run, the same steps on this CPU);

@@ -22,9 +22,9 @@ fi
 # TensorRT type stubs (patched) for mypy, once the TensorRT backend is in the tree
 if [ -f scripts/install_tensorrt_stubs.sh ]; then VENV="$VENV" bash scripts/install_tensorrt_stubs.sh; fi
 echo "== ruff"
-"$VENV/bin/ruff" check allbatch tests scripts benchmarks
-"$VENV/bin/ruff" format --check allbatch tests scripts benchmarks
+"$VENV/bin/ruff" check allbatch factory tests scripts benchmarks
+"$VENV/bin/ruff" format --check allbatch factory tests scripts benchmarks
 echo "== mypy"
-"$VENV/bin/mypy" allbatch
+"$VENV/bin/mypy" allbatch factory
 echo "== pytest"
 OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"

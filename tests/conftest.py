@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from allbatch.preprocess import Preprocessing
-from allbatch.segment import SegmentationParams
+from allbatch.prepare.preprocessing import Preprocessing
+from allbatch.prepare.segment import SegmentationParams
 
 
 @pytest.fixture(scope="session")

@@ -15,8 +15,8 @@ import numpy as np
 import numpy.typing as npt
 
 from allbatch.backends.validate import InvalidBatchError, validate_batch
-from allbatch.errors import UserInputError
-from allbatch.manifest import ModelArtifact
+from allbatch.core.errors import UserInputError
+from allbatch.model.manifest import ModelArtifact
 
 F32 = npt.NDArray[np.float32]
 

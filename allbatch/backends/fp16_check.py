@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from allbatch.errors import UserInputError
-from allbatch.manifest import ModelArtifact
+from allbatch.core.errors import UserInputError
+from allbatch.model.manifest import ModelArtifact
 
 log = logging.getLogger("allbatch.backends")
 
@@ -74,9 +74,9 @@ def check_inputs_from_folder(folder: Path, artifact: ModelArtifact, limit: int =
     Raises:
         UserInputError: the folder is missing or holds no decodable image.
     """
-    from allbatch.cpu_prepare import prepare_one
-    from allbatch.decode import DecodeFailure
-    from allbatch.discover import discover
+    from allbatch.input.decode import DecodeFailure
+    from allbatch.input.discover import discover
+    from allbatch.prepare.cpu import prepare_one
 
     if not folder.is_dir():
         raise UserInputError(f"check image folder not found: {folder}")

@@ -9,7 +9,7 @@ Precision: ``bf16`` on CPUs with native bf16 (AVX512_BF16, AMX-BF16), else ``fp3
 agrees with the fp32 reference (ONNX Runtime) on real images, with the thresholds of the GPU fp16 gate
 (``fp16_check``); the figures are stored in the compile cache beside OpenVINO's compiled blobs, keyed by the
 model, the OpenVINO version, the CPU and the precision. A model whose manifest records a bf16 refusal on its
-validation images (``validation.openvino_bf16``, written by ``scripts/precision_agreement.py --openvino``:
+validation images (``validation.openvino_bf16``, written by ``factory/scripts/precision_agreement.py --openvino``:
 hundreds of images, where the check here has the 8 demo images) runs in fp32 under ``auto``, and an explicit
 bf16 is refused. ``openvino`` is imported lazily.
 """
@@ -35,10 +35,11 @@ from allbatch.backends.fp16_check import (
     judge_fp16,
     reference_probs,
 )
-from allbatch.backends.trt_engine import atomic_write, default_cache_dir
-from allbatch.cpu_features import CpuFeatures, cpu_features
-from allbatch.errors import BackendUnavailableError, ModelError, UserInputError
-from allbatch.manifest import ModelArtifact
+from allbatch.backends.trt_engine import default_cache_dir
+from allbatch.core.atomic_file import write_bytes
+from allbatch.core.errors import BackendUnavailableError, ModelError, UserInputError
+from allbatch.environment.cpu_features import CpuFeatures, cpu_features
+from allbatch.model.manifest import ModelArtifact
 
 if TYPE_CHECKING:
     import openvino
@@ -219,7 +220,7 @@ class OpenVinoBackend(BaseBackend):
                 "thresholds": {"min_argmax_agreement": FP16_MIN_ARGMAX_AGREEMENT, "max_abs_prob_diff": FP16_MAX_ABS_PROB_DIFF},
                 "checked_utc": datetime.now(UTC).isoformat(timespec="seconds"),
             }
-            atomic_write(sidecar, (json.dumps(figures, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+            write_bytes(sidecar, (json.dumps(figures, indent=2, sort_keys=True) + "\n").encode("utf-8"), make_parents=True)
             log.info("openvino bf16 agreement: %s -> %s", reason, "accepted" if accepted else "refused")
         self.agreement = figures
         if not accepted:

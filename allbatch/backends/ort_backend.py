@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from allbatch.backends.base import BaseBackend, InferenceOutput
-from allbatch.errors import ModelError, UserInputError
-from allbatch.manifest import ModelArtifact
+from allbatch.core.errors import ModelError, UserInputError
+from allbatch.model.manifest import ModelArtifact
 
 if TYPE_CHECKING:
     import onnxruntime

@@ -14,9 +14,9 @@ import os
 from collections.abc import Callable
 
 from allbatch.backends.base import Backend
-from allbatch.backends.gpu_probe import CUPY_INSTALL_HINT, cuda_gpu_present
-from allbatch.errors import BackendUnavailableError, UserInputError
-from allbatch.manifest import ModelArtifact
+from allbatch.core.errors import BackendUnavailableError, UserInputError
+from allbatch.environment.gpu_probe import CUPY_INSTALL_HINT, cuda_gpu_present
+from allbatch.model.manifest import ModelArtifact
 
 log = logging.getLogger("allbatch.backends")
 

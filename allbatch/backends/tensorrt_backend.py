@@ -34,7 +34,6 @@ from allbatch.backends.fp16_check import (
     judge_fp16,
     reference_probs,
 )
-from allbatch.backends.gpu_probe import CUPY_INSTALL_HINT
 from allbatch.backends.trt_engine import (
     EngineKey,
     Precision,
@@ -48,8 +47,9 @@ from allbatch.backends.trt_engine import (
     tensorrt_logger,
 )
 from allbatch.backends.validate import InvalidBatchError, sample_shape, validate_batch
-from allbatch.errors import BackendUnavailableError, ModelError, UserInputError
-from allbatch.manifest import ModelArtifact
+from allbatch.core.errors import BackendUnavailableError, ModelError, UserInputError
+from allbatch.environment.gpu_probe import CUPY_INSTALL_HINT
+from allbatch.model.manifest import ModelArtifact
 
 if TYPE_CHECKING:
     import tensorrt as trt

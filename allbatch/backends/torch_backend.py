@@ -40,8 +40,8 @@ import numpy as np
 
 from allbatch.backends.base import BaseBackend, InferenceOutput
 from allbatch.backends.validate import InvalidBatchError, sample_shape, validate_batch
-from allbatch.errors import BackendUnavailableError, ModelError, UserInputError
-from allbatch.manifest import ModelArtifact
+from allbatch.core.errors import BackendUnavailableError, ModelError, UserInputError
+from allbatch.model.manifest import ModelArtifact
 
 if TYPE_CHECKING:
     import torch

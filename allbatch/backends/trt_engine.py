@@ -20,7 +20,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
@@ -28,8 +27,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from allbatch.errors import BackendUnavailableError, ModelError
-from allbatch.manifest import ModelArtifact
+from allbatch.core.atomic_file import write_bytes
+from allbatch.core.errors import BackendUnavailableError, ModelError
+from allbatch.model.manifest import ModelArtifact
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -279,7 +279,7 @@ def engine_from_onnx(
     data = bytes(memoryview(serialized))
     log.info("engine built in %.1f s (%.1f MiB)", time.perf_counter() - started, len(data) / (1 << 20))
     if timing_cache is not None:
-        atomic_write(timing_cache, bytes(memoryview(config.get_timing_cache().serialize())))
+        write_bytes(timing_cache, bytes(memoryview(config.get_timing_cache().serialize())), make_parents=True)
     return data
 
 
@@ -289,21 +289,6 @@ BuildFn = Callable[[Path, EngineKey, Path | None], bytes]
 """(onnx path, key, timing cache path) -> serialised engine; ``engine_from_onnx`` or a test double."""
 ValidateFn = Callable[[bytes], bool]
 """Serialised engine -> can this machine's TensorRT deserialise it?"""
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_sidecar(cache_dir: Path, key: EngineKey) -> dict[str, Any] | None:
@@ -317,7 +302,7 @@ def read_sidecar(cache_dir: Path, key: EngineKey) -> dict[str, Any] | None:
 
 
 def _write_sidecar(sidecar: Path, data: dict[str, Any]) -> None:
-    atomic_write(sidecar, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+    write_bytes(sidecar, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8"), make_parents=True)
 
 
 def _reusable_engine(engine: Path, sidecar: Path, key: EngineKey, validate: ValidateFn | None) -> tuple[bytes | None, str]:
@@ -393,7 +378,7 @@ def load_or_build_engine(
         raise RuntimeError(f"TensorRT built an engine for {key.describe()} that it cannot deserialise")
     # Engine first, sidecar second: the sidecar (with the engine's sha256) is what makes the engine valid,
     # so a crash between the two leaves an engine that the next run refuses and rebuilds.
-    atomic_write(engine, data)
+    write_bytes(engine, data, make_parents=True)
     _write_sidecar(
         sidecar,
         {

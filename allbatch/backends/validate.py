@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from allbatch.errors import UserInputError
-from allbatch.manifest import ModelManifest
+from allbatch.core.errors import UserInputError
+from allbatch.model.manifest import ModelManifest
 
 
 class InvalidBatchError(UserInputError, ValueError):

@@ -21,11 +21,11 @@ import numpy.typing as npt
 
 from allbatch import CLASS_NAMES
 from allbatch.bench.timing import device_synchronizer
-from allbatch.discover import discover
-from allbatch.errors import UserInputError
-from allbatch.manifest import ModelArtifact
-from allbatch.preprocess import Preprocessing
-from allbatch.segment import SegmentationParams
+from allbatch.core.errors import UserInputError
+from allbatch.input.discover import discover
+from allbatch.model.manifest import ModelArtifact
+from allbatch.prepare.preprocessing import Preprocessing
+from allbatch.prepare.segment import SegmentationParams
 
 log = logging.getLogger("allbatch.bench")
 

@@ -24,14 +24,16 @@ import numpy as np
 
 from allbatch.backends.base import Backend
 from allbatch.bench.baseline import measure_naive
-from allbatch.bench.environment import REPO_ROOT, collect_environment, machine_load
 from allbatch.bench.load_monitor import LoadMonitor
 from allbatch.bench.timing import device_synchronizer, peak_rss_mib, summarise
-from allbatch.discover import DiscoveredFile, discover
-from allbatch.errors import UserInputError
-from allbatch.manifest import ModelArtifact, load_model_artifact
-from allbatch.pipeline import RunConfig, RunSummary, run
-from allbatch.stage_timer import STAGES, StageTimer
+from allbatch.core.errors import UserInputError
+from allbatch.core.stage_timer import STAGES, StageTimer
+from allbatch.environment.machine import REPO_ROOT, collect_environment, machine_load
+from allbatch.input.discover import DiscoveredFile, discover
+from allbatch.model.manifest import ModelArtifact, load_model_artifact
+from allbatch.run.config import RunConfig
+from allbatch.run.engine import run
+from allbatch.run.tally import RunSummary
 
 log = logging.getLogger("allbatch.bench")
 
@@ -200,8 +202,8 @@ def _run_config(config: BenchConfig, source: Path, output: Path, batch_size: int
 def _resident_batch(folder: Path, artifact: ModelArtifact, batch_size: int, backend: Backend) -> Any:
     """A real (batch_size, 2, 3, S, S) float32 batch where the backend computes (host, or CUDA for GPU backends)."""
     from allbatch.backends.select import HOST_BACKENDS
-    from allbatch.cpu_prepare import PillowPreparer
-    from allbatch.read import read_encoded
+    from allbatch.input.read import read_encoded
+    from allbatch.prepare.cpu import PillowPreparer
 
     manifest = artifact.manifest
     files = discover(folder)[:batch_size]
@@ -398,9 +400,9 @@ def _report(
         "method": {
             "rounds": "paired and alternating: each round runs, per batch size, the serial pipeline, the threaded "
             "pipeline and infer-only, then the baseline; ratios are taken within a round, the median over rounds",
-            "end_to_end": "allbatch.pipeline.run (producer, backend and writer threads) into a temporary results.h5; "
+            "end_to_end": "allbatch.run.engine.run (producer, backend and writer threads) into a temporary results.h5; "
             "the pipeline's own clock (every image, from the loaded model to the closed file)",
-            "serial": "allbatch.pipeline.run with serial=True and a StageTimer: read, prepare (decode, segment, "
+            "serial": "allbatch.run.engine.run with serial=True and a StageTimer: read, prepare (decode, segment, "
             "assemble), infer, qc (quality-control measures and flags), write one after another in one thread; "
             "share = stage / sum of stages",
             "infer_only": "the backend run would choose (backends.select.create_backend) on one real batch already "

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from allbatch.errors import BackendUnavailableError
+from allbatch.core.errors import BackendUnavailableError
 
 Synchronize = Callable[[], None]
 

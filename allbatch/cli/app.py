@@ -15,13 +15,8 @@ import typer
 
 from allbatch import __version__
 from allbatch.cli.console import log_handler, print_error
-from allbatch.errors import AllbatchError
-
-EXIT_OK = 0
-EXIT_USER_ERROR = 1
-EXIT_SOME_FAILED = 3
-EXIT_INTERRUPTED = 130
-EXIT_TERMINATED = 143
+from allbatch.cli.exit_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_USER_ERROR
+from allbatch.core.errors import AllbatchError
 
 app = typer.Typer(
     name="allbatch",

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from allbatch.cli.console import make_console, print_warning
-from allbatch.errors import UserInputError
+from allbatch.core.errors import UserInputError
 
 
 def parse_batch_sizes(text: str) -> tuple[int, ...]:

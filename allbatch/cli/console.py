@@ -21,7 +21,7 @@ from typing import TextIO
 from rich.console import Console
 from rich.text import Text
 
-from allbatch.safe_text import printable
+from allbatch.core.safe_text import printable
 
 __all__ = ["log_handler", "make_console", "print_error", "print_warning", "printable", "stderr_is_terminal"]
 

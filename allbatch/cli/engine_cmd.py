@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from allbatch.errors import BackendUnavailableError, UserInputError
+from allbatch.core.errors import BackendUnavailableError, UserInputError
 
 engine_app = typer.Typer(
     help="TensorRT engines: built from the model's ONNX for this machine's GPU and cached (never committed).",
@@ -32,7 +32,7 @@ def build_command(
 ) -> None:
     """Build the TensorRT engine for MODEL on this GPU, or reuse the cached one; fp16 engines must agree with fp32."""
     from allbatch.backends.tensorrt_backend import TensorRTBackend, tensorrt_status
-    from allbatch.manifest import load_model_artifact
+    from allbatch.model.manifest import load_model_artifact
 
     if precision not in ("fp16", "fp32"):
         raise UserInputError(f"--precision must be fp16 or fp32, got {precision!r}")

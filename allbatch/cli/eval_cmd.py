@@ -10,7 +10,7 @@ import typer
 from rich.text import Text
 
 from allbatch.cli.console import make_console, print_warning, printable
-from allbatch.errors import UserInputError
+from allbatch.core.errors import UserInputError
 
 
 def default_png_path(results: Path) -> Path:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from allbatch.cli.console import print_warning
-from allbatch.errors import UserInputError
+from allbatch.core.errors import UserInputError
 
 
 def export_command(
@@ -19,9 +19,10 @@ def export_command(
     force: Annotated[bool, typer.Option("--force", "--overwrite", help="Replace the CSV files if they exist.")] = False,
 ) -> None:
     """Write the committed rows of RESULTS as CSV (superseded rows left out), and/or the per-folder verdicts."""
-    from allbatch.results.csv_export import export_csv, export_groups_csv
+    from allbatch.results.csv_export import export_csv
     from allbatch.results.reader import incomplete_run_warning
     from allbatch.summarize.groups import parse_group_by
+    from allbatch.summarize.groups_csv import export_groups_csv
 
     if csv is None and groups is None:
         raise UserInputError("give --csv PATH, --groups PATH or both")

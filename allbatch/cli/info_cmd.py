@@ -14,7 +14,7 @@ def info_command(
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON (for scripts and bug reports).")] = False,
 ) -> None:
     """Show what this machine can run: library versions, GPUs, usable backends and decoders, model check."""
-    from allbatch.info import collect_info, render_info
+    from allbatch.cli.info_report import collect_info, render_info
 
     info = collect_info()
     if json_output:

@@ -22,7 +22,7 @@ from typing import Self
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from allbatch.pipeline import ProgressCallback, RunProgress
+from allbatch.run.config import ProgressCallback, RunProgress
 
 log = logging.getLogger("allbatch.progress")
 

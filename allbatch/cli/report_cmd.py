@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from allbatch.errors import UserInputError
+from allbatch.core.errors import UserInputError
 
 
 def report_command(

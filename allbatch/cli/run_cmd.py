@@ -13,13 +13,16 @@ from rich.text import Text
 
 from allbatch.backends.select import BACKEND_NAMES
 from allbatch.cli.console import make_console, print_error, printable, stderr_is_terminal
+from allbatch.cli.exit_codes import EXIT_OK, EXIT_SOME_FAILED
 from allbatch.cli.progress import progress_reporter
 from allbatch.cli.stop_signals import stop_on_signals
-from allbatch.errors import UserInputError
-from allbatch.executors.shard import parse_shard
-from allbatch.pipeline import RunConfig, RunSummary, run
+from allbatch.core.errors import UserInputError
+from allbatch.input.shard import parse_shard
+from allbatch.run.config import RunConfig
+from allbatch.run.engine import run
+from allbatch.run.tally import RunSummary
 from allbatch.summarize.groups import parse_group_by
-from allbatch.summarize.render import finish_run, groups_table
+from allbatch.summarize.render import groups_table
 
 DEMO_DIR = Path(__file__).resolve().parent.parent / "demo"
 """Eight development images (2 per class) shipped with the package; see demo/CITATION.md."""
@@ -27,8 +30,6 @@ DEMO_DIR = Path(__file__).resolve().parent.parent / "demo"
 
 def exit_code_for(summary: RunSummary) -> int:
     """0 when every image is ok, 3 when some failed (their rows say why)."""
-    from allbatch.cli.app import EXIT_OK, EXIT_SOME_FAILED
-
     return EXIT_SOME_FAILED if summary.failed else EXIT_OK
 
 
@@ -88,7 +89,6 @@ def run_command(
         raise UserInputError(f"unknown --executor {executor!r} (local, ray)")
     if executor == "ray" and (shard is not None or gpus is not None):
         raise UserInputError("--executor ray takes the cluster's GPUs (one per actor) and writes every row: no --gpus or --shard")
-    group_by = parse_group_by(group_by)
     config = RunConfig(
         source=DEMO_DIR if demo else Path(str(src)),
         output=out,
@@ -100,23 +100,24 @@ def run_command(
         symlinks="skip" if symlinks == "skip" else "follow",
         argv=["allbatch", *sys.argv[1:]],
         shard=None if shard is None else parse_shard(shard),
+        group_by=parse_group_by(group_by),
     )
     console = make_console(quiet=quiet)
     if quiet:  # --quiet: warnings and errors only
         logging.getLogger("allbatch").setLevel(logging.WARNING)
     with stop_on_signals() as stop, progress_reporter(console, quiet=quiet, terminal=stderr_is_terminal()) as on_progress:
         if executor == "ray":
-            from allbatch.executors.ray_data import run_ray
+            from allbatch.run.ray_data import run_ray
 
             summary = run_ray(config, workers, on_progress, stop.event)
         elif workers is None and gpus is None:
             summary = run(config, on_progress, stop.event)
         else:
-            from allbatch.executors.local import cpu_slots, gpu_slots, run_local
+            from allbatch.run.local import cpu_slots, gpu_slots, run_local
 
             slots = cpu_slots(workers) if workers is not None else gpu_slots(str(gpus))
             summary = run_local(config, slots, on_progress, stop.event)
-    groups = None if summary.interrupted else finish_run(config.output, group_by)  # an interrupted run is not finished
+    groups = summary.groups  # written by the run under its lock; None for an interrupted run (not finished)
     if groups is not None:
         console.print(groups_table(groups))
     for path, status, error in summary.failed_examples:

@@ -1,4 +1,4 @@
-"""``allbatch eval``: metrics of a results file against truth labels taken from folder names.
+"""Evaluation: ``allbatch eval``, metrics of a results file against truth labels taken from folder names.
 
 labels.py maps folder names to classes, metrics.py computes confusion matrix, per-class and
 screening (ALL vs benign) metrics on NumPy arrays, evaluate.py decides which rows count, and

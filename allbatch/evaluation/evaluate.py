@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from allbatch import CLASS_NAMES
-from allbatch.errors import ResultsFileError, UserInputError
+from allbatch.core.errors import ResultsFileError, UserInputError
+from allbatch.core.status import ImageStatus
 from allbatch.evaluation.labels import assign_labels, parse_class_map
 from allbatch.evaluation.metrics import MulticlassMetrics, ScreeningMetrics, multiclass_metrics, screening_metrics
 from allbatch.qc.flags import reason
 from allbatch.results.reader import ResultsTable, read_results
-from allbatch.status import ImageStatus
 
 log = logging.getLogger("allbatch.evaluation")
 

@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import numpy.typing as npt
 
-from allbatch.errors import UserInputError
+from allbatch.core.errors import UserInputError
 
 _DEFAULT_KEYS: dict[str, str] = {
     **dict.fromkeys(("benign", "hematogone", "hematogones", "benignhematogone", "benignhematogones"), "Benign"),

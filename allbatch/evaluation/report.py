@@ -11,9 +11,9 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from allbatch.errors import AllbatchError, UserInputError
+from allbatch.core.errors import AllbatchError, UserInputError
+from allbatch.core.safe_text import printable
 from allbatch.evaluation.evaluate import EvaluationResult, ReviewedImage
-from allbatch.safe_text import printable
 
 MAX_LISTED = 10
 """Failed or unlabelled paths shown in the terminal; the JSON lists them all."""

@@ -17,11 +17,11 @@ import torch
 from onnx import helper, numpy_helper
 
 from allbatch import CLASS_NAMES
-from allbatch.manifest import OUTPUT_NAMES, ModelManifest, manifest_path_for, sha256_of_file
 from allbatch.model.config import ModelConfig
+from allbatch.model.manifest import OUTPUT_NAMES, ModelManifest, manifest_path_for, sha256_of_file
 from allbatch.model.network import ExportedNet, TwoChannelNet
-from allbatch.preprocess import Preprocessing
-from allbatch.segment import SegmentationParams
+from allbatch.prepare.preprocessing import Preprocessing
+from allbatch.prepare.segment import SegmentationParams
 
 FP16_SUFFIX = ".fp16"
 OPSET = 18

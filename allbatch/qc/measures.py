@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from allbatch.preprocess import Preprocessing
-from allbatch.segment import opencv
+from allbatch.prepare.preprocessing import Preprocessing
+from allbatch.prepare.segment import opencv
 
 LUMA = (0.299, 0.587, 0.114)
 """ITU-R BT.601 weights: grey level for the blur measure."""
@@ -204,3 +204,36 @@ def mahalanobis_distance(features: Any, class_means: Any, basis: Any, variances:
     inside = (projected * projected / variances).sum(axis=2)
     outside = xp.maximum((diff * diff).sum(axis=2) - (projected * projected).sum(axis=2), 0.0) / xp.float32(residual_variance)
     return xp.sqrt((inside + outside).min(axis=1)).astype(xp.float32)
+
+
+def scalar_measures(measures: dict[str, Any], mask_fraction: Any, sizes: Any, distance: Any | None = None) -> dict[str, Any]:
+    """The per-image scalars rules test, from what ``input_measures``/``confidence_measures`` return.
+
+    Args:
+        measures: blur (N,), colour (N, 4), components (N,), stain_hue (N,), max_prob, margin, entropy, energy (N,).
+        mask_fraction: (N,) float32. sizes: (N, 2) (height, width), 0 when unknown.
+        distance: (N,) Mahalanobis distance, or None when the model has no feature statistics.
+    Returns:
+        name -> (N,) array for each name of ``SCALAR_MEASURES`` that can be computed (same array module).
+    """
+    colour = measures["colour"]
+    out = {
+        "blur": measures["blur"],
+        "colour_r": colour[:, 0],
+        "colour_g": colour[:, 1],
+        "colour_b": colour[:, 2],
+        "chroma": colour[:, 3],
+        # hue of the stain: smears are blue-violet on a pale background (G the lowest channel, R close to it);
+        # a wrong stain or a hue shift moves these differences first
+        "red_minus_green": colour[:, 0] - colour[:, 1],
+        "blue_minus_green": colour[:, 2] - colour[:, 1],
+        "mask_fraction": mask_fraction,
+        "components": measures["components"],
+        "min_side": sizes.min(axis=1),
+        **{name: measures[name] for name in ("max_prob", "margin", "entropy", "energy")},
+    }
+    if "stain_hue" in measures:  # the hue of the stained pixels alone (the mean colour is mostly background)
+        out["stain_hue"] = measures["stain_hue"]  # absent from outputs collected before it existed (old caches)
+    if distance is not None:
+        out["distance"] = distance
+    return out

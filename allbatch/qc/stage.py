@@ -13,12 +13,11 @@ import numpy as np
 import numpy.typing as npt
 
 from allbatch.backends.base import InferenceOutput
-from allbatch.manifest import ModelManifest
-from allbatch.qc.fit import scalar_measures
-from allbatch.qc.measures import array_module, confidence_measures, input_measures, mahalanobis_distance
+from allbatch.core.records import PreparedBatch
+from allbatch.model.manifest import ModelManifest
+from allbatch.qc.measures import array_module, confidence_measures, input_measures, mahalanobis_distance, scalar_measures
 from allbatch.qc.schema import empty_qc
 from allbatch.qc.stats import QcStats, Rule, parse_qc
-from allbatch.records import PreparedBatch
 
 log = logging.getLogger("allbatch.qc")
 
@@ -49,7 +48,9 @@ class QcStage:
         self.prep = manifest.prep
         self.stats: QcStats | None = parse_qc(manifest.qc, manifest.num_features, len(manifest.class_names))
         if self.stats is None:
-            log.warning("model %s carries no quality-control statistics: no image will be flagged (scripts/fit_qc_stats.py)", manifest.name)
+            log.warning(
+                "model %s carries no quality-control statistics: no image will be flagged (factory/scripts/fit_qc_stats.py)", manifest.name
+            )
         self._device_stats: dict[int, tuple[Any, Any, Any]] = {}
 
     def _feature_stats(self, xp: Any) -> tuple[Any, Any, Any] | None:

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from allbatch.errors import ModelError
+from allbatch.core.errors import ModelError
 from allbatch.qc.flags import QcFlag
 
 QC_FORMAT = 1

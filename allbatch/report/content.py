@@ -16,16 +16,16 @@ from typing import Any
 
 import numpy as np
 
-from allbatch.errors import AllbatchError
+from allbatch.core.errors import AllbatchError
+from allbatch.core.status import ImageStatus
 from allbatch.evaluation import EvalConfig, EvaluationResult, evaluate_table
-from allbatch.manifest import ModelManifest
-from allbatch.preprocess import Preprocessing
+from allbatch.model.manifest import ModelManifest
+from allbatch.prepare.preprocessing import Preprocessing
+from allbatch.prepare.segment import SegmentationParams
 from allbatch.qc.flags import flag_words, reason
 from allbatch.qc.stats import parse_qc
 from allbatch.report.thumbs import Thumbnail, make_thumbnail
 from allbatch.results.reader import ResultsTable, read_results
-from allbatch.segment import SegmentationParams
-from allbatch.status import ImageStatus
 from allbatch.summarize.groups import GroupTable, VerdictRule, summarize_groups
 
 log = logging.getLogger("allbatch.report")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,7 +10,8 @@ from pathlib import Path
 from markupsafe import Markup, escape
 
 from allbatch import __version__
-from allbatch.errors import UserInputError
+from allbatch.core.atomic_file import write_text
+from allbatch.core.errors import UserInputError
 from allbatch.report.content import MAX_TABLE_ROWS, ImageCard, ReportContent, gather
 from allbatch.report.svg import bar_chart
 from allbatch.summarize.groups import VerdictRule
@@ -72,12 +72,7 @@ def write_report(
     started = time.perf_counter()
     content = gather(results, group_by=group_by, rule=rule, image_root=image_root)
     page = render(content)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(page, encoding="utf-8")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_text(out, page)
     seconds = time.perf_counter() - started
     log.debug("report %s: %d bytes in %.2f s", out, len(page), seconds)
     return content, seconds

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from allbatch.decode import DecodeFailure, decode_rgb
-from allbatch.preprocess import Preprocessing, blank_bottom_band
-from allbatch.segment import SegmentationParams, segment
+from allbatch.input.decode import DecodeFailure, decode_rgb
+from allbatch.prepare.preprocessing import Preprocessing, blank_bottom_band
+from allbatch.prepare.segment import SegmentationParams, segment
 
 log = logging.getLogger("allbatch.report")
 

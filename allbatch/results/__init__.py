@@ -1,1 +1,2 @@
-"""results.h5: the schema, a crash-safe resumable writer, and export to CSV."""
+"""Stage 6, write: results.h5, its schema, the output lock, a crash-safe resumable writer, merge of parts,
+readers and the CSV export. Nothing here knows how the rows were computed."""

@@ -6,10 +6,10 @@ import csv
 import math
 from pathlib import Path
 
-from allbatch.errors import UserInputError
+from allbatch.core.errors import UserInputError
+from allbatch.core.status import ImageStatus
 from allbatch.qc.flags import reason
 from allbatch.results.reader import read_results
-from allbatch.status import ImageStatus
 
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 """Leading characters that make Excel, LibreOffice or Google Sheets evaluate a cell (OWASP CSV injection)."""
@@ -21,7 +21,7 @@ def neutralise(text: str) -> str:
     return "'" + text if text.startswith(FORMULA_TRIGGERS) else text
 
 
-def _number(value: float) -> str:
+def csv_number(value: float) -> str:
     """float32 printed so that it reads back to the same float32; "" for NaN (failed images)."""
     return "" if math.isnan(value) else f"{value:.9g}"
 
@@ -64,30 +64,11 @@ def export_csv(results: Path, out: Path) -> int:
                     ImageStatus(int(table.status[i])).name.lower(),
                     neutralise(str(table.errors[i])),
                     neutralise(table.class_names[label]) if label >= 0 else "",
-                    _number(float(table.probs[i, label])) if label >= 0 else "",
+                    csv_number(float(table.probs[i, label])) if label >= 0 else "",
                     int(table.flags[i]),
                     neutralise(reason(int(table.flags[i]))) if label >= 0 else "failed",
-                    *[_number(float(p)) for p in table.probs[i]],
-                    _number(float(table.mask_fraction[i])),
+                    *[csv_number(float(p)) for p in table.probs[i]],
+                    csv_number(float(table.mask_fraction[i])),
                 ]
             )
     return len(table)
-
-
-def export_groups_csv(results: Path, out: Path, group_by: str = "parent") -> int:
-    """Write the per-folder verdicts of ``results`` (allbatch/summarize/groups.py) as CSV; return the folder count.
-
-    Columns: folder, images, ok, failed, flagged, usable, mean_p_<Class>, votes_<Class>, share_<Class>, verdict.
-    """
-    from allbatch.summarize.groups import groups_as_rows, summarize_groups
-
-    out = Path(out)
-    if out.is_dir():
-        raise UserInputError(f"--groups {out} is a folder")
-    header, rows = groups_as_rows(summarize_groups(read_results(Path(results)), group_by))
-    with out.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        for row in rows:
-            writer.writerow([_number(v) if isinstance(v, float) else v for v in row])
-    return len(rows)

@@ -1,6 +1,6 @@
 """``allbatch merge``: join the part files of a sharded run into one results.h5.
 
-The parts must cut up one discovered list (same total and digest, see ``allbatch.executors.shard``),
+The parts must cut up one discovered list (same total and digest, see ``allbatch.input.shard``),
 with the same model, preprocessing, segmentation and classes, each shard exactly once, and each part
 complete: its live rows (not superseded) hold every index of its range exactly once and nothing
 else. Anything else is refused with one error that names the parts and rows at fault.
@@ -26,8 +26,11 @@ import h5py
 import numpy as np
 import numpy.typing as npt
 
-from allbatch.errors import UserInputError
-from allbatch.executors.shard import DiscoveryRecord, Shard
+from allbatch.core.atomic_file import fsync_path, install, tmp_path
+from allbatch.core.errors import UserInputError
+from allbatch.core.status import ImageStatus
+from allbatch.input.shard import DiscoveryRecord, Shard
+from allbatch.results.lock import BorrowedLock, OutputLock, take_lock
 from allbatch.results.schema import (
     CHUNK_ROWS,
     GZIP_LEVEL,
@@ -42,8 +45,6 @@ from allbatch.results.schema import (
     shadowed_rows,
     write_root_attrs,
 )
-from allbatch.results.writer import _fsync_path, _install, _OutputLock, _tmp_path
-from allbatch.status import ImageStatus
 
 log = logging.getLogger("allbatch.results.merge")
 
@@ -204,9 +205,17 @@ def _merged_attrs(parts: list[_Part], argv: list[str]) -> dict[str, Any]:
     return attrs
 
 
-def merge_parts(part_paths: Sequence[Path], output: Path, *, overwrite: bool = False, argv: list[str] | None = None) -> MergeSummary:
+def merge_parts(
+    part_paths: Sequence[Path],
+    output: Path,
+    *,
+    overwrite: bool = False,
+    argv: list[str] | None = None,
+    lock: OutputLock | BorrowedLock | None = None,
+) -> MergeSummary:
     """Check the parts (module docstring) and write ``output``. Raises MergeError (a UserInputError)
-    naming what is wrong; nothing is written then."""
+    naming what is wrong; nothing is written then. ``lock``: the output's lock when the caller holds it
+    (the local executor's run plan); else merge takes it while it writes."""
     paths = [Path(p) for p in part_paths]
     if not paths:
         raise MergeError("no part files given")
@@ -225,7 +234,7 @@ def merge_parts(part_paths: Sequence[Path], output: Path, *, overwrite: bool = F
     problems = [problem for _, found in checked for problem in found]
     if problems:
         raise MergeError("cannot merge: " + "; ".join(problems))
-    lock = _OutputLock(output)
+    lock = take_lock(output, lock)
     try:
         tmp, digest = _write(parts, output, _merged_attrs(parts, argv or []))
         if digest != parts[0].record.sha256:
@@ -234,7 +243,7 @@ def merge_parts(part_paths: Sequence[Path], output: Path, *, overwrite: bool = F
                 f"the parts' paths in index order do not reproduce the discovered list (digest {parts[0].record.sha256[:12]}): "
                 "a part was resumed over a different folder"
             )
-        _install(tmp, output)
+        install(tmp, output)
     finally:
         lock.release()
     total = parts[0].record.total
@@ -247,7 +256,7 @@ def _write(parts: list[_Part], output: Path, attrs: dict[str, Any]) -> tuple[Pat
 
     Datasets and groups outside /meta that are not per-row (none today) are copied from the first part."""
     total = parts[0].record.total
-    tmp = _tmp_path(output)
+    tmp = tmp_path(output)
     digest = hashlib.sha256()
     try:
         with h5py.File(tmp, "w", **WRITE_ALIGNMENT) as dst:  # as every writing session (schema.WRITE_ALIGNMENT)
@@ -277,7 +286,7 @@ def _write(parts: list[_Part], output: Path, attrs: dict[str, Any]) -> tuple[Pat
                         digest.update(relpath.encode("utf-8", "surrogateescape") + b"\n")
                 start = stop
             dst[N_COMMITTED][0] = total
-        _fsync_path(tmp)
+        fsync_path(tmp)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -9,42 +9,13 @@ only moves the refusal earlier and makes it say the right thing.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Literal
 
-from allbatch.errors import UserInputError
+from allbatch.core.errors import UserInputError
+from allbatch.results.lock import output_locked
 
 WriteMode = Literal["new", "resume", "overwrite"]
-
-
-def lock_path(output: Path) -> Path:
-    """The advisory lock file a writer holds beside ``output`` (see ``results.writer._OutputLock``)."""
-    return output.with_name(f".{output.name}.allbatch-lock")
-
-
-def output_locked(output: Path) -> bool:
-    """True when another process holds the writer lock of ``output`` (POSIX; False elsewhere).
-
-    Probes the existing lock file only: an absent one means no writer, and a stale one left by a
-    killed run is not locked. Creates nothing, deletes nothing."""
-    try:
-        import fcntl
-    except ImportError:
-        return False
-    try:
-        fd = os.open(lock_path(output), os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
 
 
 def _is_hdf5(path: Path) -> bool:

@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from allbatch.errors import ResultsFileError
+from allbatch.core.errors import ResultsFileError
+from allbatch.core.status import ImageStatus
 from allbatch.qc.schema import QC_COLUMNS, empty_qc
 from allbatch.results.schema import (
     CHUNK_ROWS,
@@ -27,7 +28,6 @@ from allbatch.results.schema import (
     read_root_attrs,
     shadowed_rows,
 )
-from allbatch.status import ImageStatus
 
 READ_BLOCK_ROWS = 64 * CHUNK_ROWS
 """Rows read and verified at a time (a damaged chunk spoils only its block)."""

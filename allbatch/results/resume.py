@@ -5,7 +5,7 @@ the ones recorded when its committed row was written (no read, no hash); only wh
 were not recorded) is the file read and ``plan`` decides by its sha256. A changed file therefore always
 changes its stat: writing it sets mtime and ctime, and even a tool that restores the old mtime
 (``touch -r``, ``rsync -t``) cannot restore ctime. A file changed (mtime or ctime) less than two
-seconds before it was read is recorded with an unknown mtime (``allbatch.read.RACY_NS``) and is always
+seconds before it was read is recorded with an unknown mtime (``allbatch.input.read.RACY_NS``) and is always
 re-hashed, so a change within the same timestamp tick is not missed either.
 """
 
@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from allbatch.records import FileStat
+from allbatch.core.records import FileStat
+from allbatch.core.status import ImageStatus
 from allbatch.results.writer import CommittedRow
-from allbatch.status import ImageStatus
 
 Plan = Literal["skip", "redo", "new"]
 

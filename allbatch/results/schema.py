@@ -7,7 +7,7 @@
                      /meta/attrs), and the caller's provenance (argv, backend, device, model...)
 /meta/n_committed    int64 (1,)        rows [0, n_committed) are complete; later rows mean nothing
 /images/path         vlen utf-8 (N,)   relative to the input root, POSIX separators; names that are not
-                                       valid UTF-8 are escaped losslessly (allbatch.pathtext)
+                                       valid UTF-8 are escaped losslessly (allbatch.core.pathtext)
 /images/index        int64 (N,)        position in the discovered order of the run that wrote the row
                                        (the key of a row across shards and Ray workers); -1 if none
 /images/sha256       S64 (N,)          hex sha256 of the bytes read, b"" when unreadable
@@ -55,10 +55,10 @@ import numpy as np
 import numpy.typing as npt
 from h5py import h5d, h5p
 
-from allbatch.errors import ResultsFileError
-from allbatch.pathtext import safe_text
+from allbatch.core.errors import ResultsFileError
+from allbatch.core.pathtext import safe_text
+from allbatch.core.status import ImageStatus
 from allbatch.qc.schema import FLAGS, QC_COLUMNS, flags_bits_attr
-from allbatch.status import ImageStatus
 
 SCHEMA_VERSION = 2
 """2 added /images/index, /images/file_stat, /images/row_crc and /qc; version 1 files are still read (unverified,

@@ -57,7 +57,6 @@ rows when a run resumes and when it finishes.
 from __future__ import annotations
 
 import errno
-import glob
 import logging
 import os
 import threading
@@ -75,10 +74,13 @@ import numpy as np
 import numpy.typing as npt
 
 from allbatch import CLASS_NAMES, __version__
-from allbatch.errors import ResultsFileError, UserInputError
-from allbatch.pathtext import safe_text
+from allbatch.core.atomic_file import fsync_path, install, remove_stale, tmp_path
+from allbatch.core.errors import ResultsFileError, UserInputError
+from allbatch.core.pathtext import safe_text
+from allbatch.core.records import UNKNOWN_STAT
+from allbatch.core.status import ImageStatus
 from allbatch.qc.schema import qc_columns
-from allbatch.records import UNKNOWN_STAT
+from allbatch.results.lock import BorrowedLock, OutputLock, take_lock
 from allbatch.results.rows import ResultRows
 from allbatch.results.schema import (
     CHUNK_ROWS,
@@ -108,7 +110,6 @@ from allbatch.results.schema import (
     working_capacity,
     write_root_attrs,
 )
-from allbatch.status import ImageStatus
 
 log = logging.getLogger("allbatch.results.writer")
 
@@ -160,60 +161,12 @@ def _utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _tmp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.allbatch-tmp")
-
-
-def _remove_stale_tmp(path: Path) -> None:
-    """Delete temporary files a killed writer left beside ``path``; called with the output lock
-    held, so no live writer of this output owns one."""
-    for candidate in path.parent.glob(f".{glob.escape(path.name)}.*.allbatch-tmp"):
-        log.info("removing %s left by an interrupted run", candidate)
-        candidate.unlink(missing_ok=True)
-
-
-class _OutputLock:
-    """An exclusive advisory lock on ``.<name>.allbatch-lock`` beside the output, held while a writer
-    is open: two runs appending to one file would each rebuild it under the other."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path.with_name(f".{path.name}.allbatch-lock")
-        try:
-            self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise UserInputError(f"cannot write beside {path}: {exc.strerror}") from None
-        try:
-            import fcntl  # POSIX only; elsewhere the HDF5 file lock is the only guard
-
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except ImportError:
-            pass
-        except OSError:
-            os.close(self._fd)
-            self._fd = None
-            raise UserInputError(f"another allbatch run is writing {path}; wait for it to finish") from None
-
-    def release(self) -> None:
-        if self._fd is not None:
-            self.path.unlink(missing_ok=True)
-            os.close(self._fd)
-            self._fd = None
-
-
 def _close_quietly(f: h5py.File) -> None:
     """Close after a failed write: HDF5 retries its flush on close, which fails the same way."""
     try:
         f.close()
     except (OSError, RuntimeError) as exc:
         log.debug("closing results file after a write error: %s", exc)
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _build(
@@ -229,10 +182,10 @@ def _build(
 
     It holds ``attrs``, the rows ``fill(dst)`` writes from row 0 (returning how many) and
     n_committed = that number; ``rows`` is the working capacity or, for the compact layout, must equal
-    it. The caller installs it with ``_install``. A failure removes the temporary file; an OSError
+    it. The caller installs it with ``atomic_file.install``. A failure removes the temporary file; an OSError
     (disk full, file too large) becomes ResultsFileError.
     """
-    tmp = _tmp_path(path)
+    tmp = tmp_path(path)
     try:
         with _writing(path):
             # Page alignment (schema.WRITE_ALIGNMENT) keeps /meta/n_committed, every heap collection and object
@@ -242,7 +195,7 @@ def _build(
                 write_root_attrs(dst, attrs)
                 n = fill(dst) if fill is not None else 0
                 dst[N_COMMITTED][0] = n
-            _fsync_path(tmp)
+            fsync_path(tmp)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -257,15 +210,6 @@ def _copier(source: h5py.File, n: int, class_names: list[str]) -> Callable[[h5py
         return n
 
     return fill
-
-
-def _install(tmp: Path, path: Path) -> None:
-    """Atomically replace ``path`` by ``tmp`` (same folder) and make the rename durable."""
-    os.replace(tmp, path)
-    try:
-        _fsync_path(path.parent)
-    except OSError:  # some file systems refuse fsync on a folder; the rename itself is still atomic
-        log.debug("fsync of %s not supported", path.parent)
 
 
 def _copy_rows(source: h5py.File, dst: h5py.File, n: int, class_names: list[str]) -> None:
@@ -372,7 +316,13 @@ class ResultsWriter:
     """
 
     def __init__(
-        self, path: Path, n_committed: int, capacity: int, class_names: list[str], latest: dict[str, CommittedRow], lock: _OutputLock
+        self,
+        path: Path,
+        n_committed: int,
+        capacity: int,
+        class_names: list[str],
+        latest: dict[str, CommittedRow],
+        lock: OutputLock | BorrowedLock,
     ) -> None:
         """Internal: use ``ResultsWriter.open``."""
         self.path = path
@@ -400,6 +350,7 @@ class ResultsWriter:
         provenance: dict[str, Any],
         compat: dict[str, str],
         expected_rows: int | None = None,
+        lock: OutputLock | BorrowedLock | None = None,
     ) -> ResultsWriter:
         """Create, replace or resume ``path``.
 
@@ -410,6 +361,8 @@ class ResultsWriter:
         ``provenance`` becomes root attributes (str/int/float as they are, others as JSON); the
         latest run's provenance replaces the previous one, ``run_history`` keeps a short log.
         ``expected_rows`` (the number of images this run may append) sizes the preallocation.
+        ``lock``: the output's lock when the caller holds it already (the run plan holds it for the whole
+        run); the writer then leaves it held when it closes. Without it the writer takes and releases its own.
         """
         if mode not in ("new", "resume", "overwrite"):
             raise ValueError(f"mode must be new, resume or overwrite, got {mode!r}")
@@ -419,7 +372,7 @@ class ResultsWriter:
         path = Path(path)
         if not path.parent.is_dir():
             raise UserInputError(f"the folder for {path} does not exist")
-        lock = _OutputLock(path)
+        lock = take_lock(path, lock)
         try:
             return cls._open_locked(path, mode, provenance, compat, expected_rows, lock)
         except BaseException:
@@ -434,9 +387,9 @@ class ResultsWriter:
         provenance: dict[str, Any],
         compat: dict[str, str],
         expected_rows: int | None,
-        lock: _OutputLock,
+        lock: OutputLock | BorrowedLock,
     ) -> ResultsWriter:
-        _remove_stale_tmp(path)
+        remove_stale(path)
         class_names = list(CLASS_NAMES)
         extra = max(expected_rows or 0, 1)
         now = _utc_now()
@@ -457,7 +410,7 @@ class ResultsWriter:
             "compat": dict(compat),
         }
         capacity = working_capacity(extra)
-        _install(_build(path, attrs, class_names, capacity, working=True), path)
+        install(_build(path, attrs, class_names, capacity, working=True), path)
         log.debug("created %s (capacity %d rows)", path, capacity)
         return cls(path, 0, capacity, class_names, {}, lock)
 
@@ -470,7 +423,7 @@ class ResultsWriter:
         class_names: list[str],
         extra: int,
         run: dict[str, Any],
-        lock: _OutputLock,
+        lock: OutputLock | BorrowedLock,
     ) -> ResultsWriter:
         source = open_h5(path, "r")
         try:
@@ -497,7 +450,7 @@ class ResultsWriter:
             tmp = _build(path, attrs, class_names, capacity, working=True, fill=_verified_filler(source, n, class_names, verified, stale))
         finally:
             source.close()
-        _install(tmp, path)
+        install(tmp, path)
         if verified.damaged:
             first, why = verified.damaged[0]
             log.warning(
@@ -598,7 +551,7 @@ class ResultsWriter:
             finally:
                 _close_quietly(f)
             with _writing(self.path):
-                _install(tmp, self.path)
+                install(tmp, self.path)
             log.debug("closed %s: %d rows, compacted", self.path, self._n)
         finally:
             self._output_lock.release()
@@ -650,7 +603,7 @@ class ResultsWriter:
             _close_quietly(f)
             self._file = None
         with _writing(self.path):
-            _install(tmp, self.path)
+            install(tmp, self.path)
         self._capacity = capacity
         self._reopen()
         log.debug("grew %s to %d rows", self.path, capacity)
@@ -677,7 +630,7 @@ class ResultsWriter:
             raise ValueError(f"inconsistent batch: {lengths}, probs shape {probs.shape}, expected ({m}, {k})")
         unencodable = [p for p in columns[PATH] if p != safe_text(p)]
         if unencodable:
-            raise ValueError(f"paths must be valid text (allbatch.pathtext.fs_to_text), got {safe_text(unencodable[0])!r}")
+            raise ValueError(f"paths must be valid text (allbatch.core.pathtext.fs_to_text), got {safe_text(unencodable[0])!r}")
         bad = [s for s in rows.sha256 if s and (len(s) != 64 or any(c not in "0123456789abcdef" for c in s))]
         if bad:
             raise ValueError(f"sha256 must be 64 lowercase hex characters or empty, got {bad[0]!r}")

@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from allbatch.errors import UserInputError
+from allbatch.core.errors import UserInputError
+from allbatch.core.status import FAILED_STATUSES, ImageStatus
 from allbatch.results.reader import ResultsTable
-from allbatch.status import FAILED_STATUSES, ImageStatus
 
 INSUFFICIENT = "insufficient"
 DISCORDANT = "discordant"
@@ -106,7 +106,7 @@ def verdict_for(votes: npt.NDArray[np.int64], usable: int, rule: VerdictRule, cl
 
 def summarize_groups(table: ResultsTable, group_by: str = "parent", rule: VerdictRule | None = None) -> GroupTable:
     """Per-folder summary of the live rows of ``table`` (superseded rows are never counted)."""
-    from allbatch.discover import natural_key
+    from allbatch.input.discover import natural_key
 
     rule = rule or VerdictRule()
     group_by = parse_group_by(group_by)

@@ -15,13 +15,13 @@ finishes writes it again from all live rows.
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from allbatch.core.atomic_file import replacing
 from allbatch.results.schema import open_h5
 from allbatch.summarize.groups import GroupTable
 
@@ -30,10 +30,10 @@ COUNT_COLUMNS = ("images", "ok", "failed", "flagged", "usable")
 
 
 def write_groups(path: Path, table: GroupTable) -> None:
-    """Replace ``/groups`` in the results file ``path`` by ``table`` (atomically: copy, write, rename)."""
+    """Replace ``/groups`` in the results file ``path`` by ``table`` (atomically: copy, write, rename).
+    Call with the output's lock held (the run plan holds it): a copy of the file is rewritten whole."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.groups-tmp")
-    try:
+    with replacing(path) as tmp:
         shutil.copyfile(path, tmp)
         with h5py.File(tmp, "r+") as f:
             if GROUPS in f:
@@ -53,9 +53,6 @@ def write_groups(path: Path, table: GroupTable) -> None:
             group.create_dataset("mean_probs", data=np.array([g.mean_probs for g in rows], dtype=np.float32).reshape(-1, k))
             group.create_dataset("votes", data=np.array([g.votes for g in rows], dtype=np.int64).reshape(-1, k))
             group.create_dataset("verdict", data=np.array([g.verdict for g in rows], dtype=object), dtype=string)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def read_groups(path: Path) -> dict[str, object] | None:

@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from rich.table import Table
 from rich.text import Text
 
-from allbatch.results.reader import read_results
-from allbatch.safe_text import printable
-from allbatch.summarize.groups import GroupTable, VerdictRule, summarize_groups
-from allbatch.summarize.groups_h5 import write_groups
+from allbatch.core.safe_text import printable
+from allbatch.summarize.groups import GroupTable
 
 MAX_FOLDERS_SHOWN = 20
 """Folders listed in the terminal; the rest are counted in one line (the report and CSV list them all)."""
-
-
-def finish_run(results: Path, group_by: str = "parent", rule: VerdictRule | None = None) -> GroupTable:
-    """After a run: per-folder verdicts of every live row of ``results``, stored as its ``/groups``."""
-    table = summarize_groups(read_results(results), group_by, rule)
-    write_groups(results, table)
-    return table
 
 
 def groups_table(groups: GroupTable, max_rows: int = MAX_FOLDERS_SHOWN) -> Table:

@@ -1,0 +1,80 @@
+"""Replace a file atomically: write a temporary file beside it, fsync, rename over it, fsync the folder.
+
+The one implementation for every file allbatch replaces whole (results.h5 compaction and resume, merged
+results, the folder table, TensorRT engines, reports, CSV and JSON outputs). Temporary names are
+``.<name>.<pid>.allbatch-tmp``: hidden, owned by one process, and recognisable, so that a later writer of
+the same output (holding its lock) can remove the ones a killed process left (``remove_stale``).
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+log = logging.getLogger("allbatch.core.atomic_file")
+
+TMP_SUFFIX = "allbatch-tmp"
+
+
+def tmp_path(path: Path) -> Path:
+    """The temporary file this process writes before it replaces ``path``: same folder, hidden."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{TMP_SUFFIX}")
+
+
+def fsync_path(path: Path) -> None:
+    """Flush ``path`` (a file or a folder) to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def install(tmp: Path, path: Path) -> None:
+    """Rename the complete, fsynced ``tmp`` over ``path`` and make the rename durable."""
+    os.replace(tmp, path)
+    try:
+        fsync_path(path.parent)
+    except OSError:  # some file systems cannot fsync a folder; the rename itself is atomic
+        log.debug("could not fsync the folder of %s", path)
+
+
+@contextmanager
+def replacing(path: Path) -> Iterator[Path]:
+    """Yield the temporary path to write; on a clean exit it is fsynced and renamed over ``path``,
+    on an exception it is removed and ``path`` is untouched."""
+    tmp = tmp_path(path)
+    try:
+        yield tmp
+        fsync_path(tmp)
+        install(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_bytes(path: Path, data: bytes, *, make_parents: bool = False) -> None:
+    """Replace ``path`` by ``data`` atomically; ``make_parents`` creates its folder first (caches)."""
+    if make_parents:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    with replacing(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(path: Path, text: str) -> None:
+    """Replace ``path`` by ``text`` (UTF-8) atomically."""
+    write_bytes(path, text.encode("utf-8"))
+
+
+def remove_stale(path: Path) -> list[Path]:
+    """Delete the temporary files killed processes left beside ``path``. Call only while holding the
+    output's lock (``results.lock``), so that no live writer of ``path`` owns one. Returns what was removed."""
+    removed = []
+    for candidate in path.parent.glob(f".{glob.escape(path.name)}.*.{TMP_SUFFIX}"):
+        log.info("removing %s left by an interrupted run", candidate)
+        candidate.unlink(missing_ok=True)
+        removed.append(candidate)
+    return removed

@@ -1,0 +1,116 @@
+"""The output lock: an exclusive advisory lock on ``.<name>.allbatch-lock`` beside results.h5.
+
+Whoever writes an output holds it for the whole of that writing: ``allbatch run`` (every executor) takes it in
+its run plan before the model loads and keeps it until the folder table is written; ``merge`` takes it while
+it writes. Two runs appending to one file would each rebuild it under the other, and a run replacing an
+output another run writes would lose that run's rows. POSIX ``flock``: the lock dies with its process, so a
+killed run leaves a lock file that no longer locks anything.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from allbatch.core.errors import UserInputError
+
+
+def lock_path(output: Path) -> Path:
+    """The advisory lock file beside ``output``."""
+    return output.with_name(f".{output.name}.allbatch-lock")
+
+
+def output_locked(output: Path) -> bool:
+    """True when another process holds the lock of ``output`` (POSIX; False elsewhere).
+
+    Probes the existing lock file only: an absent one means no writer, and a stale one left by a
+    killed run is not locked. Creates nothing, deletes nothing."""
+    try:
+        import fcntl
+    except ImportError:
+        return False
+    try:
+        fd = os.open(lock_path(output), os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+class OutputLock:
+    """The lock of one output, taken on construction (UserInputError when another run holds it).
+
+    ``release`` is idempotent; a context manager releases on exit. ``borrowed()`` gives a handle for a
+    callee (the results writer) that must not release a lock its caller (the run plan) owns."""
+
+    def __init__(self, output: Path) -> None:
+        self.output = Path(output)
+        self.path = lock_path(self.output)
+        try:
+            self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise UserInputError(f"cannot write beside {self.output}: {exc.strerror}") from None
+        try:
+            import fcntl  # POSIX only; elsewhere the HDF5 file lock is the only guard
+
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:
+            pass
+        except OSError:
+            os.close(self._fd)
+            self._fd = None
+            raise UserInputError(f"another allbatch run is writing {self.output}; wait for it to finish") from None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def release(self) -> None:
+        if self._fd is not None:
+            self.path.unlink(missing_ok=True)
+            os.close(self._fd)
+            self._fd = None
+
+    def borrowed(self) -> BorrowedLock:
+        return BorrowedLock(self)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.release()
+
+
+class BorrowedLock:
+    """A lock its owner keeps: ``release`` does nothing (the owner releases it)."""
+
+    def __init__(self, owner: OutputLock) -> None:
+        self.owner = owner
+        self.output = owner.output
+
+    @property
+    def held(self) -> bool:
+        return self.owner.held
+
+    def release(self) -> None:
+        return
+
+
+def take_lock(output: Path, lock: OutputLock | BorrowedLock | None) -> OutputLock | BorrowedLock:
+    """The lock to write ``output`` under: ``lock`` when the caller holds it already (borrowed), else a new one.
+
+    Raises ValueError when ``lock`` is for another output or no longer held (a programming error)."""
+    if lock is None:
+        return OutputLock(output)
+    if Path(lock.output).resolve() != Path(output).resolve() or not lock.held:
+        raise ValueError(f"the lock given is not held for {output}")
+    return lock.borrowed() if isinstance(lock, OutputLock) else lock

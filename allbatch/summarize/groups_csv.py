@@ -1,0 +1,28 @@
+"""The per-folder verdicts as CSV (``allbatch export --groups``)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from allbatch.core.errors import UserInputError
+from allbatch.results.csv_export import csv_number
+from allbatch.results.reader import read_results
+from allbatch.summarize.groups import groups_as_rows, summarize_groups
+
+
+def export_groups_csv(results: Path, out: Path, group_by: str = "parent") -> int:
+    """Write the per-folder verdicts of ``results`` (allbatch/summarize/groups.py) as CSV; return the folder count.
+
+    Columns: folder, images, ok, failed, flagged, usable, mean_p_<Class>, votes_<Class>, share_<Class>, verdict.
+    """
+    out = Path(out)
+    if out.is_dir():
+        raise UserInputError(f"--groups {out} is a folder")
+    header, rows = groups_as_rows(summarize_groups(read_results(Path(results)), group_by))
+    with out.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        for row in rows:
+            writer.writerow([csv_number(v) if isinstance(v, float) else v for v in row])
+    return len(rows)

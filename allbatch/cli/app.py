@@ -1,8 +1,8 @@
 """``allbatch``: the typer app. Commands live in their own modules; this file wires them and maps errors.
 
 Exit codes (``exit_codes``): 0 every file the run read is ok; 1 user error (one line, no traceback); 3 some
-files the run read failed (their rows hold status and error); 130 interrupted by SIGINT (Ctrl-C), 143 stopped by SIGTERM (committed rows kept,
-see ``stop_signals``). Bugs keep their traceback.
+files the run read failed (their rows hold status and error); 130 interrupted by SIGINT (Ctrl-C), 143 stopped
+by SIGTERM (committed rows kept, see ``stop_signals``). Bugs keep their traceback.
 """
 
 from __future__ import annotations

@@ -16,7 +16,6 @@ import hashlib
 import json
 import math
 import re
-import shlex
 import tomllib
 from functools import cache
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from paths import REPO
+from readme_support import INSTALL_LINE, README, TEST_COMMAND, allbatch_commands, readme, shell_lines, snippet
 from typer.testing import CliRunner
 
 from allbatch.cli import app as cli_app
@@ -31,38 +31,8 @@ from allbatch.core.status import ImageStatus
 from allbatch.results.rows import ResultRows
 from allbatch.results.writer import ResultsWriter
 
-README = REPO / "README.md"
 MAX_README_BYTES = 15_000
 FIRST_SCREEN_LINES = 30
-INSTALL_LINE = re.compile(r"^python3 -m venv \.venv && \.venv/bin/pip install \.( && .*)?$")
-TEST_COMMAND = "bash scripts/test.sh"
-
-
-def readme() -> str:
-    return README.read_text(encoding="utf-8")
-
-
-def snippet() -> str:
-    (code,) = re.findall(r"```python\n(.*?)```", readme(), flags=re.S)
-    return code
-
-
-def shell_lines() -> list[str]:
-    """Every line of the README's ```sh blocks."""
-    blocks = re.findall(r"```sh\n(.*?)```", readme(), flags=re.S)
-    return [line.strip() for block in blocks for line in block.splitlines() if line.strip()]
-
-
-def allbatch_commands() -> list[list[str]]:
-    """Every `allbatch ...` invocation in the README (shell blocks, `&&` chains and inline code), as argv after `allbatch`."""
-    texts = shell_lines() + re.findall(r"`((?:\.venv/bin/)?allbatch [^`]+)`", readme())
-    commands = []
-    for text in texts:
-        for part in text.split("&&"):
-            words = shlex.split(part.strip())
-            if words and Path(words[0]).name == "allbatch":
-                commands.append(words[1:])
-    return commands
 
 
 @cache

@@ -6,6 +6,6 @@ backend alone on a resident batch; then the naive per-image baseline (``baseline
 and the terminal table; targets and plots live in ``benchmarks/report.py`` (not installed).
 """
 
-from allbatch.bench.runner import BenchConfig, run_bench
+from allbatch.bench.runner import BenchConfig, BenchPlan, BenchProgress, plan_bench, run_bench
 
-__all__ = ["BenchConfig", "run_bench"]
+__all__ = ["BenchConfig", "BenchPlan", "BenchProgress", "plan_bench", "run_bench"]

@@ -10,7 +10,6 @@ Backend and decoder are chosen by ``pipeline.run`` itself (``backends.select``),
 from __future__ import annotations
 
 import logging
-import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -24,11 +23,20 @@ import numpy as np
 
 from allbatch.backends.base import Backend
 from allbatch.bench.baseline import measure_naive
+from allbatch.bench.images import (
+    ImageSource,
+    cap_batch_sizes,
+    default_source,
+    describe_images,
+    resolve_source,
+    select_images,
+    stage_images,
+)
 from allbatch.bench.load_monitor import LoadMonitor
 from allbatch.bench.timing import device_synchronizer, peak_rss_mib, summarise
 from allbatch.core.errors import UserInputError
 from allbatch.core.stage_timer import STAGES, StageTimer
-from allbatch.environment.machine import REPO_ROOT, collect_environment, machine_load
+from allbatch.environment.machine import collect_environment, machine_load
 from allbatch.input.discover import DiscoveredFile, discover
 from allbatch.model.manifest import ModelArtifact, load_model_artifact
 from allbatch.run.config import RunConfig
@@ -37,22 +45,40 @@ from allbatch.run.tally import RunSummary
 
 log = logging.getLogger("allbatch.bench")
 
-SCHEMA = "allbatch-bench/2"
-DATASET_ORIGINAL = REPO_ROOT.parent / "shared" / "data" / "all-kaggle" / "Original"
-DEMO_DIR = REPO_ROOT / "allbatch" / "demo"
-Progress = Callable[[str], None]
+SCHEMA = "allbatch-bench/3"
+DEFAULT_LIMIT = 16
+"""Images benchmarked when no limit is given (fewer when the folder holds fewer; an explicit limit may repeat them)."""
+WARMUP_BASELINE_IMAGES = 2
+"""Images of the naive loop's untimed warm-up (torch's first calls); the timed rounds use ``baseline_limit``."""
+
+__all__ = ["BenchConfig", "BenchPlan", "BenchProgress", "default_source", "plan_bench", "run_bench", "select_images"]
+
+
+@dataclass(frozen=True)
+class BenchProgress:
+    """Where a benchmark stands: ``step`` in words; ``done`` of ``total`` images through a network (every
+    pipeline pass, infer-only call and baseline image of every round counts), so a bar moves evenly."""
+
+    step: str
+    done: int
+    total: int
+
+
+Progress = Callable[[BenchProgress], None]
 
 
 @dataclass
 class BenchConfig:
     """Everything ``allbatch bench`` needs; built by the CLI, usable from Python.
 
-    ``source`` None means the dataset's Original folder when present, else the shipped demo images.
-    ``limit`` caps the images (spread evenly over the sorted file list); None uses all of them; a limit above the
-    folder's size repeats its files (see ``select_images``). ``baseline_limit`` times the naive loop on the first
-    that many of them only (None: all): at GPU speeds the pipeline needs tens of thousands of images, which the
-    naive loop would take many minutes to go through.
-    ``repeats`` is the number of paired rounds; ``warmup`` untimed rounds on the first two batches precede them.
+    ``source`` None means the development dataset where it is found, else the shipped demo images
+    (``images.resolve_source``). ``limit`` caps the images (spread evenly over the sorted file list); None means
+    ``DEFAULT_LIMIT`` or the whole folder if it holds fewer; a limit above the folder's size repeats its files (see
+    ``select_images``). Batch sizes above the
+    number of images are capped at it. ``baseline_limit`` times the naive loop on the first that many of them only
+    (None: all): it runs one image at a time, many times slower than the pipeline.
+    ``repeats`` is the number of paired rounds; ``warmup`` untimed rounds on one batch of the smallest size precede
+    them. The defaults (the CLI's too) finish in about 2 minutes on a loaded 2-core CPU with the shipped model.
     """
 
     source: Path | None = None
@@ -60,12 +86,12 @@ class BenchConfig:
     backend: str = "auto"
     decoder: str = "auto"
     precision: str = "fp16"
-    batch_sizes: tuple[int, ...] = (8, 32, 128)
-    repeats: int = 3
+    batch_sizes: tuple[int, ...] = (8, 16)
+    repeats: int = 2
     warmup: int = 1
     limit: int | None = None
     baseline: bool = True
-    baseline_limit: int | None = None
+    baseline_limit: int | None = 8
     decode_threads: int = 2
     argv: list[str] = field(default_factory=list)
 
@@ -83,57 +109,6 @@ class BenchConfig:
             raise UserInputError(f"--baseline-limit must be at least 1, got {self.baseline_limit}")
         if self.decode_threads < 1:
             raise UserInputError(f"--decode-threads must be at least 1, got {self.decode_threads}")
-
-
-def default_source() -> Path:
-    """The dataset's Original folder when it is beside the checkout, else the shipped demo images."""
-    return DATASET_ORIGINAL if DATASET_ORIGINAL.is_dir() else DEMO_DIR
-
-
-def select_images(files: list[DiscoveredFile], limit: int | None) -> list[DiscoveredFile]:
-    """``limit`` files spread evenly over ``files`` (all classes of a class-sorted folder), in order.
-
-    A ``limit`` above the number of usable files repeats them in order (``stage_images`` gives every copy a file
-    of its own): on a GPU a run of a few batches is mostly the decoder's and the engine's start-up, and the
-    images at hand (e.g. the 2,556 development images) are too few for a steady-state figure.
-    """
-    usable = [item for item in files if item.problem is None]
-    if limit is not None and usable and limit > len(usable):
-        return [usable[i % len(usable)] for i in range(limit)]
-    if limit is None or limit >= len(usable):
-        return usable
-    picks = np.linspace(0, len(usable) - 1, num=limit).round().astype(int)
-    return [usable[i] for i in picks]
-
-
-def stage_images(files: list[DiscoveredFile], folder: Path) -> None:
-    """Copy ``files`` flat into ``folder`` (``000000-name.jpg``, keeping their order): every measurement then
-    reads the same bytes from the same file system."""
-    folder.mkdir(parents=True)
-    for index, item in enumerate(files):
-        shutil.copyfile(item.path, folder / f"{index:06d}-{item.path.name}")
-
-
-def describe_images(folder: Path) -> dict[str, Any]:
-    """Count, bytes and pixel sizes (from the headers) of the benchmark images."""
-    from PIL import Image
-
-    sizes: list[tuple[int, int]] = []
-    total = 0
-    for path in sorted(folder.iterdir()):
-        total += path.stat().st_size
-        with Image.open(path) as image:
-            sizes.append(image.size)
-    megapixels = [w * h / 1e6 for w, h in sizes]
-    smallest = min(sizes, key=lambda size: size[0] * size[1])
-    largest = max(sizes, key=lambda size: size[0] * size[1])
-    return {
-        "images": len(sizes),
-        "bytes_total": total,
-        "width_height_min": list(smallest),
-        "width_height_max": list(largest),
-        "megapixels_median": round(float(np.median(megapixels)), 3),
-    }
 
 
 def model_flops(artifact: ModelArtifact) -> float | None:
@@ -223,82 +198,195 @@ def _resident_batch(folder: Path, artifact: ModelArtifact, batch_size: int, back
     return torch.from_numpy(host).to("cuda")
 
 
-def run_bench(config: BenchConfig, progress: Progress | None = None) -> dict[str, Any]:
-    """Run every measurement of ``config`` and return the report document (JSON-serialisable).
+@dataclass(frozen=True)
+class BenchPlan:
+    """What a benchmark will measure, settled before any model loads (and printed by the CLI).
+
+    ``files``: the benchmark images (``limit`` of the ``found`` usable ones, spread, or repeated);
+    ``batch_sizes``: the requested ones capped at ``len(files)``; ``warmup_images``: one batch of the smallest
+    size; ``baseline_images``: the naive loop's images per timed round (0 without it)."""
+
+    source: ImageSource
+    found: int
+    files: list[DiscoveredFile]
+    requested_batch_sizes: tuple[int, ...]
+    batch_sizes: tuple[int, ...]
+    warmup_images: int
+    baseline_images: int
+    repeats: int
+    warmup: int
+
+    def calls(self, size: int) -> int:
+        """Infer-only calls per timed round at batch ``size``: as many batches as the pipeline runs."""
+        return -(-len(self.files) // size)
+
+    def total_work(self) -> int:
+        """Images through a network over the whole benchmark (``BenchProgress.total``)."""
+        n, warm = len(self.files), self.warmup_images
+        warm_round = sum(warm + size for size in self.batch_sizes) + (min(WARMUP_BASELINE_IMAGES, n) if self.baseline_images else 0)
+        timed_round = sum(2 * n + self.calls(size) * size for size in self.batch_sizes) + self.baseline_images
+        return self.warmup * warm_round + self.repeats * timed_round
+
+    def describe(self) -> list[str]:
+        """What will run, in words: the images and where they come from, the batch sizes (and any cap), the rounds."""
+        n = len(self.files)
+        picked = f"all {n}" if n == self.found else f"{n} of {self.found}" + (" (repeated)" if n > self.found else ", spread")
+        lines = [f"images: {picked} from {self.source.origin}"]
+        sizes = ", ".join(map(str, self.batch_sizes))
+        if self.batch_sizes != self.requested_batch_sizes:
+            requested = ", ".join(map(str, self.requested_batch_sizes))
+            sizes += f" (asked {requested}; capped at the {n} images: a larger batch would only take memory)"
+        lines.append(f"batch sizes: {sizes}")
+        baseline = f"naive per-image loop on {self.baseline_images} images" if self.baseline_images else "no naive loop"
+        lines.append(
+            f"rounds: {self.warmup} warm-up on {self.warmup_images} images, {self.repeats} timed; each: serial pipeline, "
+            f"pipeline, infer-only per batch size; {baseline}"
+        )
+        return lines
+
+
+def plan_bench(config: BenchConfig) -> BenchPlan:
+    """Validate ``config``, find and pick the images, cap the batch sizes: no model is loaded.
+
+    Raises:
+        UserInputError: bad options, no readable images.
+    """
+    config.validate()
+    source = resolve_source(config.source)
+    discovered = discover(source.path)
+    found = sum(1 for item in discovered if item.problem is None)
+    files = select_images(discovered, config.limit if config.limit is not None else min(DEFAULT_LIMIT, found))
+    if not files:
+        raise UserInputError(f"no readable images under {source.path}")
+    sizes = cap_batch_sizes(config.batch_sizes, len(files))
+    baseline_images = min(config.baseline_limit or len(files), len(files)) if config.baseline else 0
+    return BenchPlan(
+        source=source,
+        found=found,
+        files=files,
+        requested_batch_sizes=config.batch_sizes,
+        batch_sizes=sizes,
+        warmup_images=min(sizes),
+        baseline_images=baseline_images,
+        repeats=config.repeats,
+        warmup=config.warmup,
+    )
+
+
+class _WorkCounter:
+    """Turns the steps of ``run_bench`` into ``BenchProgress`` reports (images through a network so far)."""
+
+    def __init__(self, total: int, progress: Progress | None) -> None:
+        self.total = total
+        self.done = 0
+        self.progress = progress
+        self.step = ""
+
+    def start(self, step: str) -> None:
+        self.step = step
+        log.debug("bench: %s", step)
+        self._report(self.done)
+
+    def add(self, images: int) -> None:
+        self.done += images
+        self._report(self.done)
+
+    def run_callback(self) -> Any:
+        """A ``RunProgress`` callback for one pipeline run: moves the bar as its chunks commit."""
+        base = self.done
+        return lambda p: self._report(base + p.handled)
+
+    def _report(self, done: int) -> None:
+        if self.progress is not None:
+            self.progress(BenchProgress(self.step, min(done, self.total), self.total))
+
+
+def run_bench(config: BenchConfig, progress: Progress | None = None, plan: BenchPlan | None = None) -> dict[str, Any]:
+    """Run every measurement of ``config`` (``plan``: from ``plan_bench``, made here when None) and return the
+    report document (JSON-serialisable). ``progress`` gets a ``BenchProgress`` as the work advances.
 
     Raises:
         AllbatchError: bad options, no images, unusable backend/decoder, model that does not verify.
     """
     from allbatch.backends.select import HOST_BACKENDS, create_backend
 
-    config.validate()
-    say = progress or (lambda message: log.info("%s", message))
-    source = config.source if config.source is not None else default_source()
-    files = select_images(discover(source), config.limit)
-    if not files:
-        raise UserInputError(f"no readable images under {source}")
+    plan = plan or plan_bench(config)
+    files, sizes = plan.files, plan.batch_sizes
     artifact = load_model_artifact(config.model)
     load_before = machine_load()
     started = datetime.now(UTC)
-    series = {size: _Series() for size in config.batch_sizes}
+    series = {size: _Series() for size in sizes}
     baseline_seconds: list[float] = []
     baseline_result: dict[str, Any] | None = None
+    work = _WorkCounter(plan.total_work(), progress)
     with tempfile.TemporaryDirectory(prefix="allbatch-bench-") as tmp, LoadMonitor() as monitor, ExitStack() as backends:
         images = Path(tmp) / "images"
         stage_images(files, images)
         warm = Path(tmp) / "warmup"
-        stage_images(files[: 2 * max(config.batch_sizes)], warm)
-        baseline_files = files[: config.baseline_limit]
+        stage_images(files[: plan.warmup_images], warm)
+        warm_baseline = Path(tmp) / "warmup-baseline"
+        stage_images(files[:WARMUP_BASELINE_IMAGES], warm_baseline)
         baseline_folder = images
-        if len(baseline_files) < len(files):
+        if plan.baseline_images < len(files):
             baseline_folder = Path(tmp) / "baseline"
-            stage_images(baseline_files, baseline_folder)
+            stage_images(files[: plan.baseline_images], baseline_folder)
         output = Path(tmp) / "results.h5"
         # Infer-only: the backend ``run`` would choose, built by the same function, kept open across rounds.
         resolved: dict[int, tuple[Backend, Any]] = {}
-        for size in config.batch_sizes:
+        for size in sizes:
             backend = backends.enter_context(create_backend(config.backend, artifact, max_batch=size, precision=config.precision))
             resolved[size] = (backend, _resident_batch(images, artifact, size, backend))
-        any_backend = resolved[config.batch_sizes[0]][0]
+        any_backend = resolved[sizes[0]][0]
         on_host = any_backend.name in HOST_BACKENDS
         sync = device_synchronizer(not on_host)
-        images_info = {**describe_images(images), "distinct_files": len({item.path for item in files})}
-        calls = {size: -(-len(files) // size) for size in config.batch_sizes}
+        images_info = {
+            **describe_images(images),
+            "distinct_files": len({item.path for item in files}),
+            "origin": plan.source.origin,
+            "found_in_source": plan.found,
+        }
         for round_index in range(config.warmup + config.repeats):
             timed_round = round_index >= config.warmup
             folder = images if timed_round else warm
             label = f"round {round_index - config.warmup + 1}/{config.repeats}" if timed_round else "warm-up"
-            for size in config.batch_sizes:
-                say(f"{label}, batch {size}: serial pipeline with stage timer")
+            for size in sizes:
                 timer = StageTimer(None if on_host else sync)
-                serial = run(_run_config(config, folder, output, size, serial=True), timer=timer)
-                say(f"{label}, batch {size}: pipeline (threads)")
-                threaded = run(_run_config(config, folder, output, size, serial=False))
-                say(f"{label}, batch {size}: infer-only")
+                serial: RunSummary | None = None
+                if timed_round:  # the warm-up needs no stage timing: the threaded run and infer-only warm everything
+                    work.start(f"{label}, batch {size}: serial pipeline with stage timer")
+                    serial = run(_run_config(config, folder, output, size, serial=True), work.run_callback(), timer=timer)
+                    work.add(len(files))
+                work.start(f"{label}, batch {size}: pipeline (threads)")
+                threaded = run(_run_config(config, folder, output, size, serial=False), work.run_callback())
+                work.add(len(files) if timed_round else plan.warmup_images)
+                work.start(f"{label}, batch {size}: infer-only")
                 backend, batch = resolved[size]
                 sync()
                 tic = time.perf_counter()
-                for _ in range(calls[size] if timed_round else 1):
+                for _ in range(plan.calls(size) if timed_round else 1):
                     backend.infer(batch)
+                    work.add(size)
                 sync()
                 infer_seconds = time.perf_counter() - tic
-                if timed_round:
+                if serial is not None:
                     entry = series[size]
                     entry.serial_stages.append(timer.to_dict())
                     entry.serial_seconds.append(serial.seconds)
                     entry.end_to_end_seconds.append(threaded.seconds)
                     entry.infer_only_seconds.append(infer_seconds)
                     entry.summary = threaded
-            if config.baseline:
-                say(f"{label}: naive per-image baseline")
-                result = measure_naive(baseline_folder if timed_round else warm, artifact, "cpu" if on_host else "cuda")
+            if plan.baseline_images:
+                work.start(f"{label}: naive per-image loop")
+                result = measure_naive(baseline_folder if timed_round else warm_baseline, artifact, "cpu" if on_host else "cuda")
+                work.add(result["images"])
                 if timed_round:
                     baseline_seconds.append(result["seconds"])
                     baseline_result = result
         details = any_backend.describe()
     load = {"before": load_before, "during_run": monitor.report(), "after": machine_load()}
-    return _report(config, source, artifact, images_n=len(files), images_info=images_info, series=series, calls=calls,
-                   baseline_n=len(baseline_files), baseline_seconds=baseline_seconds, baseline=baseline_result,
+    calls = {size: plan.calls(size) for size in sizes}
+    return _report(config, plan, artifact, images_n=len(files), images_info=images_info, series=series, calls=calls,
+                   baseline_n=plan.baseline_images, baseline_seconds=baseline_seconds, baseline=baseline_result,
                    backend_details=details, load=load, started=started)  # fmt: skip
 
 
@@ -312,7 +400,7 @@ def _median(values: list[float]) -> float | None:
 
 def _report(
     config: BenchConfig,
-    source: Path,
+    plan: BenchPlan,
     artifact: ModelArtifact,
     *,
     images_n: int,
@@ -379,10 +467,11 @@ def _report(
         "environment": environment,
         "machine_load": load,
         "config": {
-            "source": str(source),
+            "source": str(plan.source.path),
             "limit": config.limit,
             "baseline_limit": config.baseline_limit,
-            "batch_sizes": list(config.batch_sizes),
+            "batch_sizes": list(plan.batch_sizes),
+            "requested_batch_sizes": list(plan.requested_batch_sizes),
             "rounds": config.repeats,
             "warmup_rounds": config.warmup,
             "requested": {"backend": config.backend, "decoder": config.decoder, "precision": config.precision},

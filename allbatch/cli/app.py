@@ -1,8 +1,8 @@
 """``allbatch``: the typer app. Commands live in their own modules; this file wires them and maps errors.
 
-Exit codes: 0 all images ok; 1 user error (one line, no traceback); 3 some images failed (their rows
-hold status and error); 130 interrupted by SIGINT (Ctrl-C), 143 stopped by SIGTERM (committed rows kept,
-see ``stop_signals``). Bugs keep their traceback.
+Exit codes (``exit_codes``): 0 every file the run read is ok; 1 user error (one line, no traceback); 3 some
+files the run read failed (their rows hold status and error); 130 interrupted by SIGINT (Ctrl-C), 143 stopped
+by SIGTERM (committed rows kept, see ``stop_signals``). Bugs keep their traceback.
 """
 
 from __future__ import annotations
@@ -74,13 +74,14 @@ def _register() -> None:
     from allbatch.cli.bench_cmd import bench_command
     from allbatch.cli.engine_cmd import engine_app
     from allbatch.cli.eval_cmd import eval_command
+    from allbatch.cli.exit_codes import RUN_EXIT_CODES_HELP
     from allbatch.cli.export_cmd import export_command
     from allbatch.cli.info_cmd import info_command
     from allbatch.cli.merge_cmd import merge_command
     from allbatch.cli.report_cmd import report_command
     from allbatch.cli.run_cmd import run_command
 
-    app.command("run")(run_command)
+    app.command("run", epilog=RUN_EXIT_CODES_HELP)(run_command)
     app.command("merge")(merge_command)
     app.command("export")(export_command)
     app.command("info")(info_command)

@@ -10,6 +10,7 @@ import typer
 from rich.text import Text
 
 from allbatch.cli.console import make_console, print_warning, printable
+from allbatch.cli.output_guard import ForceOption, check_writable_target
 from allbatch.core.errors import UserInputError
 
 
@@ -41,6 +42,7 @@ def eval_command(
     ] = None,
     no_png: Annotated[bool, typer.Option("--no-png", help="Write no PNG.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No tables; only errors (and --json output).")] = False,
+    force: ForceOption = False,
 ) -> None:
     """Compare the predictions in RESULTS with the classes named by the images' folders."""
     from allbatch.evaluation import EvalConfig, evaluate_results
@@ -49,6 +51,8 @@ def eval_command(
 
     if png is not None and no_png:
         raise UserInputError("--png and --no-png exclude each other")
+    if json_out is not None and str(json_out) != "-":  # before any work: metrics JSON is never replaced unasked
+        check_writable_target(json_out, force=force, example="metrics.json")
     png_path = None if no_png else png or default_png_path(results)
     png_missing = png_unavailable_reason() if png_path is not None else None
     if png_missing and png is not None:  # asked for by name: refuse before any work

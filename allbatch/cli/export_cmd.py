@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from allbatch.cli.console import print_warning
+from allbatch.cli.output_guard import ForceOption, check_writable_target
 from allbatch.core.errors import UserInputError
 
 
@@ -16,7 +17,7 @@ def export_command(
     csv: Annotated[Path | None, typer.Option("--csv", help="CSV file to write: one row per image.")] = None,
     groups: Annotated[Path | None, typer.Option("--groups", help="CSV file to write: one row per folder, with its verdict.")] = None,
     group_by: Annotated[str, typer.Option("--group-by", help="Folders for --groups: 'parent' or the first N folders.")] = "parent",
-    force: Annotated[bool, typer.Option("--force", "--overwrite", help="Replace the CSV files if they exist.")] = False,
+    force: ForceOption = False,
 ) -> None:
     """Write the committed rows of RESULTS as CSV (superseded rows left out), and/or the per-folder verdicts."""
     from allbatch.results.csv_export import export_csv
@@ -30,12 +31,8 @@ def export_command(
     if not results.is_file():
         raise UserInputError(f"results file not found: {results}")
     for target in (csv, groups):
-        if target is None:
-            continue
-        if target.is_dir():
-            raise UserInputError(f"{target} is a folder; name a file, e.g. {target / 'results.csv'}")
-        if target.exists() and not force:
-            raise UserInputError(f"{target} already exists; pass --force to replace it")
+        if target is not None:
+            check_writable_target(target, force=force, example="results.csv")
     warning = incomplete_run_warning(results)
     if warning:
         print_warning(warning)

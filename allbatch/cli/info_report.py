@@ -72,6 +72,31 @@ def model_info(path: Path = DEFAULT_MODEL) -> dict[str, Any]:
     return info
 
 
+OPENVINO_MEASURED = (
+    "on the shipped model OpenVINO ran 1.8x ONNX Runtime in fp32 on a 2-core AVX-512/AMX Intel Xeon "
+    "(docs/benchmarks.md; bf16 on AMX 6.7x where a model's manifest allows it)"
+)
+"""What the advice rests on: measured with ``allbatch bench`` (see docs/benchmarks.md, "CPU inference")."""
+
+
+def openvino_advice(cpu: dict[str, Any], backends: dict[str, dict[str, Any]], auto_backend: str | None) -> str | None:
+    """One line when the OpenVINO runtime would be faster here than what ``auto`` runs now: OpenVINO is not
+    usable, ``auto`` falls back to ONNX Runtime, and the CPU has AVX-512 or AMX (where the speed-up was measured);
+    None otherwise (OpenVINO already used, a GPU backend chosen, or a CPU where no gain was measured).
+
+    ``cpu``, ``backends``: ``collect_info()``'s "cpu" and "backends" entries."""
+    if backends["openvino"]["available"] or auto_backend != "onnxruntime":
+        return None
+    isa = cpu["isa"]
+    wide = [label for key, label in (("avx512", "AVX-512"), ("amx_bf16", "AMX")) if isa.get(key)]
+    if not wide:
+        return None
+    return (
+        f"the OpenVINO runtime would be faster here: this CPU has {' and '.join(wide)}, and {OPENVINO_MEASURED}; "
+        f"install it with pip install 'allbatch[openvino]' (auto then picks it)"
+    )
+
+
 def _status_dict(statuses: dict[str, tuple[bool, str]]) -> dict[str, dict[str, Any]]:
     return {name: {"available": usable, "reason": reason} for name, (usable, reason) in statuses.items()}
 
@@ -89,17 +114,20 @@ def collect_info(model: Path | None = None) -> dict[str, Any]:
         auto: dict[str, str | None] = {"backend": chosen, "reason": why}
     except BackendUnavailableError as exc:
         auto = {"backend": None, "reason": str(exc)}
+    cpu = cpu_info()
+    backend_statuses = _status_dict(backends)
     return {
         "allbatch": __version__,
         "python": {"version": platform.python_version(), "implementation": platform.python_implementation(), "executable": sys.executable},
         "platform": platform.platform(),
-        "cpu": cpu_info(),
+        "cpu": cpu,
         "libraries": core_library_versions(),
         "optional_libraries": {module: optional_module_version(module) for module in OPTIONAL_MODULES},
         "gpus": [gpu.to_dict() for gpu in gpus],
         "gpu_probe": gpu_note,
-        "backends": _status_dict(backends),
+        "backends": backend_statuses,
         "backend_auto": auto,
+        "advice": [line for line in (openvino_advice(cpu, backend_statuses, auto["backend"]),) if line],
         "decoders": _status_dict(decoder_availability()),
         "model": model_info(model if model is not None else DEFAULT_MODEL),
     }
@@ -143,6 +171,8 @@ def render_info(info: dict[str, Any]) -> Table:
         if kind == "backends":
             auto = info["backend_auto"]
             table.add_row("backend auto", Text(f"-> {auto['backend'] or 'none'}: {auto['reason']}"))
+            for line in info.get("advice", []):
+                table.add_row("advice", Text(line, style="bold yellow"))
     table.add_section()
     model = info["model"]
     table.add_row("model", Text(model["path"]))

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from allbatch.cli.output_guard import ForceOption, check_writable_target
 from allbatch.core.errors import UserInputError
 
 
@@ -17,6 +18,7 @@ def report_command(
     images: Annotated[
         Path | None, typer.Option("--images", help="Where the images are now, if they moved since the run (default: the run's input root).")
     ] = None,
+    force: ForceOption = False,
 ) -> None:
     """Write a self-contained HTML report of RESULTS: provenance, counts, folder verdicts, flagged images, failures, metrics."""
     from allbatch.report.html import write_report
@@ -24,6 +26,7 @@ def report_command(
 
     if not results.is_file():
         raise UserInputError(f"results file not found: {results}")
+    check_writable_target(out, force=force, example="report.html")
     content, seconds = write_report(results, out, group_by=parse_group_by(group_by), image_root=images)
     size = out.stat().st_size
     typer.echo(f"report of {content.n_rows} images ({content.n_flagged} flagged) -> {out} ({size / 1e6:.2f} MB, {seconds:.1f} s)")

@@ -29,8 +29,9 @@ DEMO_DIR = Path(__file__).resolve().parent.parent / "demo"
 
 
 def exit_code_for(summary: RunSummary) -> int:
-    """0 when every image is ok, 3 when some failed (their rows say why)."""
-    return EXIT_SOME_FAILED if summary.failed else EXIT_OK
+    """3 when files this run read failed (their rows say why), else 0: a ``--resume`` with nothing new exits 0
+    although earlier failures stay in the summary, so ``run --resume && report`` works on an archive with a bad file."""
+    return EXIT_SOME_FAILED if summary.failed_this_run else EXIT_OK
 
 
 def run_command(
@@ -143,9 +144,10 @@ def summary_lines(summary: RunSummary) -> list[str]:
     discovered file's outcome with the counts per predicted class."""
     skipped = f"; {summary.skipped} skipped (committed by an earlier run)" if summary.skipped else ""
     classes = ", ".join(f"{name} {count}" for name, count in summary.class_counts.items())
+    earlier = f" ({summary.failed_this_run} in this run)" if summary.failed != summary.failed_this_run else ""
     return [
         f"this run: {summary.processed} images classified in {summary.seconds:.1f} s ({summary.images_per_second:.1f} img/s){skipped}; "
         f"{summary.backend} on {summary.device}, decoder {summary.decoder} -> {printable(summary.output)}",
-        f"{summary.processed + summary.skipped} of {summary.discovered} images done: ok {summary.ok}, failed {summary.failed}; "
+        f"{summary.processed + summary.skipped} of {summary.discovered} images done: ok {summary.ok}, failed {summary.failed}{earlier}; "
         f"predicted: {classes or 'none'}",
     ]

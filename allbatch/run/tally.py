@@ -28,8 +28,9 @@ SKIPPED_REASON = "committed by an earlier run"
 @dataclass
 class RunSummary:
     """What a run did. ``ok``/``failed`` count every discovered file, including those skipped because an
-    earlier run committed them (so a resumed run still reports failures); ``processed`` (and the rate)
-    counts only the images run through the model now, ``skipped`` the committed ones not redone.
+    earlier run committed them (so a resumed run still reports failures); ``failed_this_run`` only the failed
+    files this run read (what exit code 3 means: a resume with nothing new exits 0); ``processed`` (and the
+    rate) counts only the images run through the model now, ``skipped`` the committed ones not redone.
     ``failed_examples`` lists at most ``MAX_FAILED_EXAMPLES`` (path, status, error). ``interrupted``: a stop
     was requested and honoured (committed rows kept, the file left in its working layout for ``--resume``).
     ``class_counts``: images of this run's files (processed or skipped) per predicted class.
@@ -49,6 +50,7 @@ class RunSummary:
     interrupted: bool = False
     class_counts: dict[str, int] = field(default_factory=dict)
     startup_seconds: float = 0.0
+    failed_this_run: int = 0
     groups: GroupTable | None = field(default=None, repr=False, compare=False)
     """The folder table written as ``/groups`` at the end of a finished run (not part of ``to_dict``)."""
 
@@ -73,6 +75,7 @@ class Tally:
         self.skipped = 0
         self.ok = 0
         self.failed = 0
+        self.failed_this_run = 0
         self.failed_examples: list[tuple[str, str, str]] = []
         self.labels = np.zeros(len(CLASS_NAMES), dtype=np.int64)
         self.skipped_rows: list[int] = []
@@ -88,6 +91,7 @@ class Tally:
         for relpath, status, error in zip(rows.paths, rows.status.tolist(), rows.errors, strict=True):
             if status in FAILED_STATUSES:
                 self._failure(relpath, ImageStatus(status), error)
+                self.failed_this_run += 1
             else:
                 self.ok += 1
         self._count_labels(rows.labels)
@@ -128,6 +132,7 @@ class Tally:
             device=device,
             failed_examples=list(self.failed_examples),
             class_counts={name: int(self.labels[i]) for i, name in enumerate(CLASS_NAMES)},
+            failed_this_run=self.failed_this_run,
         )
 
 
@@ -150,4 +155,5 @@ def add_up(summaries: list[RunSummary], output: Path, seconds: float, device: st
         interrupted=any(s.interrupted for s in summaries),
         class_counts={name: sum(s.class_counts.get(name, 0) for s in summaries) for name in CLASS_NAMES},
         startup_seconds=max(s.startup_seconds for s in summaries),
+        failed_this_run=sum(s.failed_this_run for s in summaries),
     )

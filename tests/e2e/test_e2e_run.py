@@ -164,3 +164,22 @@ def test_sigkill_part_way_then_resume_equals_uninterrupted(tmp_path: Path, tiny_
         ref = expected[rel]
         assert row[:3] == ref[:3] and row[4] == ref[4] and row[5] == ref[5]
         np.testing.assert_allclose(row[3], ref[3], rtol=0, atol=1e-6)  # batch boundaries differ after a resume
+
+
+def test_exit_code_3_only_for_files_of_this_run(tmp_path: Path, tiny_model: Path) -> None:
+    """A bad upload makes the run that reads it exit 3; a --resume with nothing new exits 0, still reporting it
+    (so `allbatch run X --resume && allbatch report ...` works on an archive holding one bad file)."""
+    root = tmp_path / "slides"
+    write_good_images(root, 6)
+    (root / "upload.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a whole JPEG")
+    out = tmp_path / "r.h5"
+    first = allbatch(*cpu_run_args(root, out, tiny_model, "--json"), check_code=3)
+    assert json.loads(first.stdout)["failed_this_run"] == 1
+    resumed = allbatch(*cpu_run_args(root, out, tiny_model, "--resume", "--json"), check_code=0)
+    summary = json.loads(resumed.stdout)
+    assert (summary["processed"], summary["skipped"], summary["failed"], summary["failed_this_run"]) == (0, 7, 1, 0)
+    assert "upload.jpg" in resumed.stderr and "failed 1 (0 in this run)" in resumed.stderr  # the failure stays reported
+    # a new bad file is a failure of this run again: exit 3
+    (root / "second.jpg").write_bytes(b"not an image at all")
+    again = allbatch(*cpu_run_args(root, out, tiny_model, "--resume", "--json"), check_code=3)
+    assert json.loads(again.stdout)["failed_this_run"] == 1 and json.loads(again.stdout)["failed"] == 2

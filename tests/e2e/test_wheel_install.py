@@ -8,6 +8,7 @@ Slow (about 1-2 minutes: pip resolves the core dependencies, mostly from its cac
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -116,3 +117,49 @@ def test_core_install_runs_every_command(installed: tuple[Path, dict[str, str]],
     assert (tmp_path / "demo.h5").is_file() and (tmp_path / "bench.json").is_file() and (tmp_path / "merged.h5").is_file()
     assert (tmp_path / "slides.html").stat().st_size > 10_000
     assert len((tmp_path / "slides.csv").read_text().splitlines()) == 1 + 8
+
+
+def test_the_readme_runs_after_its_own_install(installed: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
+    """Every shell line of the README, literally, in a folder whose `.venv` is the fresh core install (what
+    `python3 -m venv .venv && .venv/bin/pip install .` makes; `bash scripts/test.sh` is what CI itself runs), on
+    `my_slides/` made of the demo images in patient folders; then the README's Python snippet with that venv's
+    Python (core dependencies only: no pandas). Then the exit-code story it tells: a damaged upload makes the
+    script's run exit 3, the next `--resume` exits 0 and makes the report."""
+    from readme_support import INSTALL_LINE, TEST_COMMAND, shell_lines, snippet
+
+    bin_dir, env = installed
+    (tmp_path / ".venv").symlink_to(bin_dir.parent)
+    demo = next(Path(p) for p in (bin_dir.parent / "lib").glob("python*/site-packages/allbatch/demo"))
+    for index, image in enumerate(sorted(demo.glob("*/*.jpg"))):
+        patient = tmp_path / "my_slides" / f"P0{index % 2 + 1}"
+        patient.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(image, patient / f"{image.parent.name}-{image.name}")
+
+    def bash(line: str) -> subprocess.CompletedProcess[str]:
+        return run(["bash", "-c", line], tmp_path, env, timeout=600)
+
+    lines = shell_lines()
+    for line in lines:
+        if line == TEST_COMMAND:
+            continue
+        if INSTALL_LINE.match(line):  # the install is the fixture's; what follows it runs as written
+            line = line.split(" && ", 2)[2] if line.count(" && ") >= 2 else ""
+        if line:
+            result = bash(line)
+            assert result.returncode == 0, f"{line}: exit {result.returncode}\n{result.stderr[-3000:]}"
+            assert "Traceback" not in result.stderr, f"{line}:\n{result.stderr[-3000:]}"
+    assert (tmp_path / "my_slides.html").stat().st_size > 10_000 and (tmp_path / "demo.h5").is_file()
+
+    shown = run([str(bin_dir / "python"), "-c", snippet()], tmp_path, env)
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    counts = ast.literal_eval(shown.stdout.strip())  # the snippet prints {class: count}
+    assert sum(counts.values()) == 8 and set(counts) <= {"Benign", "Early", "Pre", "Pro"}
+
+    (script,) = [line for line in lines if "--resume &&" in line]
+    (tmp_path / "my_slides" / "P02" / "upload.jpg").write_bytes(b"\xff\xd8\xff\xe0 half a JPEG")
+    (tmp_path / "my_slides.html").unlink()
+    first = bash(script)
+    assert first.returncode == 3 and not (tmp_path / "my_slides.html").exists(), first.stderr[-3000:]
+    second = bash(script)
+    assert second.returncode == 0 and (tmp_path / "my_slides.html").is_file(), second.stderr[-3000:]
+    assert "upload.jpg" in second.stderr  # the earlier failure stays reported

@@ -81,3 +81,27 @@ def test_eval_shows_file_names_escaped(tmp_path: Path) -> None:
     result = invoke("eval", str(path), "--no-png")
     assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
     assert "Early/\\x1b[2Jevil\\u202e.jpg" in result.stdout and "\x1b" not in result.stdout  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("command", ["report", "eval"])
+def test_report_and_eval_json_refuse_to_replace_a_file_without_the_export_flag(tmp_path: Path, command: str) -> None:
+    """The same rule and flag as `export`: an existing output is kept unless --force (or --overwrite) is given."""
+    results = _write(tmp_path / "r.h5", finished=True)
+    target = tmp_path / ("r.html" if command == "report" else "metrics.json")
+    target.write_text("keep me\n")
+    args = ["report", str(results), "-o", str(target)] if command == "report" else ["eval", str(results), "--no-png", "--json", str(target)]
+    result = invoke(*args)
+    assert isinstance(result.exception, UserInputError) and "--force" in str(result.exception)  # type: ignore[attr-defined]
+    assert target.read_text() == "keep me\n"
+    for flag in ("--force", "--overwrite"):
+        result = invoke(*args, flag)
+        assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
+        assert target.read_text() != "keep me\n"
+    assert ("<html" in target.read_text().lower()) if command == "report" else ('"accuracy"' in target.read_text())
+
+
+def test_report_and_eval_refuse_a_folder_as_output(tmp_path: Path) -> None:
+    results = _write(tmp_path / "r.h5", finished=True)
+    for args in (["report", str(results), "-o", str(tmp_path)], ["eval", str(results), "--no-png", "--json", str(tmp_path)]):
+        result = invoke(*args)
+        assert isinstance(result.exception, UserInputError) and "is a folder" in str(result.exception)  # type: ignore[attr-defined]

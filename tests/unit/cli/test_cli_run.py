@@ -28,7 +28,19 @@ def captured(monkeypatch: pytest.MonkeyPatch) -> list[RunConfig]:
         calls.append(config)
         failed = [("[bold]evil\x1b[31m.jpg", "decode_error", "bad\rdata")]
         summary = RunSummary(
-            str(config.output), 3, 3, 0, 2, 1, 1.0, "onnxruntime", "cpu", "cpu", failed, class_counts={"Benign": 1, "Pro": 1}
+            str(config.output),
+            3,
+            3,
+            0,
+            2,
+            1,
+            1.0,
+            "onnxruntime",
+            "cpu",
+            "cpu",
+            failed,
+            class_counts={"Benign": 1, "Pro": 1},
+            failed_this_run=1,
         )
         summary.groups = GroupTable(str(config.group_by), VerdictRule(), list(CLASS_NAMES))  # the run writes the folder table
         return summary
@@ -106,3 +118,22 @@ def test_summary_counts_classes_and_escapes_file_names(tmp_path: Path, captured:
     assert result.exit_code == 3
     assert "[bold]evil\\x1b[31m.jpg: bad\\x0ddata" in result.stderr and "\x1b" not in result.stderr
     assert "3 of 3 images done: ok 2, failed 1; predicted: Benign 1, Pro 1" in result.stderr
+
+
+def test_exit_code_follows_the_failures_of_this_run_only() -> None:
+    """3 when files this run read failed; 0 when the failures are all from an earlier run (a --resume with nothing new)."""
+    earlier_only = RunSummary("r.h5", 3, 0, 3, 2, 1, 0.0, "onnxruntime", "cpu", "cpu", failed_this_run=0)
+    this_run = RunSummary("r.h5", 3, 1, 2, 2, 1, 0.0, "onnxruntime", "cpu", "cpu", failed_this_run=1)
+    assert run_cmd.exit_code_for(earlier_only) == 0
+    assert run_cmd.exit_code_for(this_run) == 3
+    assert "failed 1 (0 in this run)" in run_cmd.summary_lines(earlier_only)[1]
+    assert "in this run)" not in run_cmd.summary_lines(this_run)[1]
+
+
+def test_run_help_documents_the_exit_codes() -> None:
+    cli_app._register()
+    result = runner.invoke(cli_app.app, ["run", "--help"])
+    assert result.exit_code == 0
+    assert "Exit codes:" in result.output and "--resume with nothing new" in result.output
+    for code in ("0", "1", "3", "130", "143"):
+        assert f"\n    {code} " in result.output

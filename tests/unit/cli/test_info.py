@@ -122,3 +122,35 @@ def test_cli_info_json_and_table() -> None:
     table = runner.invoke(app, ["info"])
     assert table.exit_code == 0, table.output
     assert "backend onnxruntime" in table.stdout and "yes" in table.stdout
+
+
+def _isa(**flags: bool) -> dict[str, Any]:
+    return {"isa": {"avx2": True, "avx512": False, "amx_bf16": False, **flags}}
+
+
+def test_openvino_advice_only_where_it_would_be_faster() -> None:
+    from allbatch.cli.info_report import openvino_advice
+
+    missing = {"openvino": {"available": False, "reason": "openvino not installed"}}
+    present = {"openvino": {"available": True, "reason": "openvino 2026.4"}}
+    line = openvino_advice(_isa(avx512=True), missing, "onnxruntime")
+    assert line is not None and "AVX-512" in line and "pip install 'allbatch[openvino]'" in line and "1.8x" in line
+    assert "AMX" in str(openvino_advice(_isa(avx512=True, amx_bf16=True), missing, "onnxruntime"))
+    assert openvino_advice(_isa(avx512=True), present, "openvino") is None  # already used
+    assert openvino_advice(_isa(avx512=True), missing, "torch") is None  # a GPU backend runs
+    assert openvino_advice(_isa(), missing, "onnxruntime") is None  # AVX2 only: no gain measured
+
+
+def test_info_prints_the_openvino_advice_when_it_is_missing_on_an_avx512_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    from allbatch.backends import select
+    from allbatch.cli import info_report
+
+    real = cpu_info()
+    monkeypatch.setattr(info_report, "cpu_info", lambda: {**real, "isa": {**real["isa"], "avx512": True}})
+    for name in ("openvino", "torch", "tensorrt"):  # as on a CPU machine with the core install only
+        monkeypatch.setitem(select._BACKEND_STATUS, name, lambda name=name: (False, f"{name} not installed"))
+    info = collect_info()
+    assert info["backend_auto"]["backend"] == "onnxruntime"
+    (advice,) = info["advice"]
+    assert "OpenVINO runtime would be faster here" in advice
+    assert "advice" in rendered(info) and "would be faster here" in rendered(info)

@@ -91,6 +91,11 @@ _BACKEND_STATUS: dict[str, Callable[[], Status]] = {
 }
 
 
+def backend_status(name: str) -> Status:
+    """(usable?, reason) of one concrete backend name (imports only that runtime)."""
+    return _BACKEND_STATUS[name]()
+
+
 def backend_availability() -> dict[str, Status]:
     """{"onnxruntime" | "openvino" | "torch" | "tensorrt": (usable?, reason)} for every backend (imports each runtime)."""
     return {name: status() for name, status in _BACKEND_STATUS.items()}

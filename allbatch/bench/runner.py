@@ -5,6 +5,12 @@ stage timer (``pipeline.run`` with ``serial=True``), the threaded pipeline (``pi
 the backend alone on a resident batch (infer-only); then the naive baseline once. Ratios are taken within a
 round and their median reported, so a load that comes and goes on a shared machine hits both sides of a ratio.
 Backend and decoder are chosen by ``pipeline.run`` itself (``backends.select``), exactly as ``allbatch run``.
+
+Start-up is paid once (issue 22): the backend is opened once per batch size and every round's runs use it, and
+the DALI pipeline is built and warmed once per process (``prepare.dali.pipeline_cache``); each run's clock
+starts when both are ready. The report gives start-up seconds (``startup``) apart from the steady rate.
+On a GPU the default image count is ``GPU_BENCH_IMAGES`` (the folder's files repeated): a few batches would
+measure mostly the ramp-up of the first one.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from allbatch.core.stage_timer import STAGES, StageTimer
 from allbatch.environment.machine import REPO_ROOT, collect_environment, machine_load
 from allbatch.input.discover import DiscoveredFile, discover
 from allbatch.model.manifest import ModelArtifact, load_model_artifact
-from allbatch.run.config import RunConfig
+from allbatch.run.config import GpuTuning, RunConfig
 from allbatch.run.engine import run
 from allbatch.run.tally import RunSummary
 
@@ -41,6 +47,14 @@ SCHEMA = "allbatch-bench/2"
 DATASET_ORIGINAL = REPO_ROOT.parent / "shared" / "data" / "all-kaggle" / "Original"
 DEMO_DIR = REPO_ROOT / "allbatch" / "demo"
 Progress = Callable[[str], None]
+GPU_BENCH_IMAGES = 4096
+"""Images timed end to end by default when the backend runs on a GPU (issue 22: at least 4,096)."""
+
+
+def default_limit(on_gpu: bool) -> int | None:
+    """The image count ``allbatch bench`` times when ``--limit`` is not given: ``GPU_BENCH_IMAGES`` on a GPU,
+    every image of the folder on the CPU."""
+    return GPU_BENCH_IMAGES if on_gpu else None
 
 
 @dataclass
@@ -68,6 +82,8 @@ class BenchConfig:
     baseline_limit: int | None = None
     decode_threads: int = 2
     argv: list[str] = field(default_factory=list)
+    tuning: GpuTuning = field(default_factory=GpuTuning)
+    """GPU-path switches for every run and the infer-only backend (``run.config.GpuTuning``)."""
 
     def validate(self) -> None:
         """Raises UserInputError for values no measurement can use."""
@@ -83,6 +99,8 @@ class BenchConfig:
             raise UserInputError(f"--baseline-limit must be at least 1, got {self.baseline_limit}")
         if self.decode_threads < 1:
             raise UserInputError(f"--decode-threads must be at least 1, got {self.decode_threads}")
+        if self.tuning.prefetch_depth < 1:
+            raise UserInputError(f"--prefetch-depth must be at least 1, got {self.tuning.prefetch_depth}")
 
 
 def default_source() -> Path:
@@ -179,6 +197,9 @@ class _Series:
     serial_seconds: list[float] = field(default_factory=list)
     end_to_end_seconds: list[float] = field(default_factory=list)
     infer_only_seconds: list[float] = field(default_factory=list)
+    startup_seconds: list[float] = field(default_factory=list)
+    """Start-up of every run (serial, threaded, per round), warm-up rounds included: the first run of the process
+    pays the DALI pipeline's build, the others borrow it."""
     summary: RunSummary | None = None
 
 
@@ -196,6 +217,7 @@ def _run_config(config: BenchConfig, source: Path, output: Path, batch_size: int
         decode_threads=config.decode_threads,
         argv=["allbatch", "bench", f"--batch-size={batch_size}"],
         serial=serial,
+        tuning=config.tuning,
     )
 
 
@@ -229,12 +251,16 @@ def run_bench(config: BenchConfig, progress: Progress | None = None) -> dict[str
     Raises:
         AllbatchError: bad options, no images, unusable backend/decoder, model that does not verify.
     """
-    from allbatch.backends.select import HOST_BACKENDS, create_backend
+    from allbatch.backends.select import HOST_BACKENDS, backend_status, choose_backend, create_backend
+    from allbatch.prepare.dali import pipeline_cache
 
     config.validate()
     say = progress or (lambda message: log.info("%s", message))
     source = config.source if config.source is not None else default_source()
-    files = select_images(discover(source), config.limit)
+    chosen_backend, _ = choose_backend(config.backend, backend_status)
+    limit = config.limit if config.limit is not None else default_limit(chosen_backend not in HOST_BACKENDS)
+    files = select_images(discover(source), limit)
+    builds_before = pipeline_cache.stats()
     if not files:
         raise UserInputError(f"no readable images under {source}")
     artifact = load_model_artifact(config.model)
@@ -257,7 +283,16 @@ def run_bench(config: BenchConfig, progress: Progress | None = None) -> dict[str
         # Infer-only: the backend ``run`` would choose, built by the same function, kept open across rounds.
         resolved: dict[int, tuple[Backend, Any]] = {}
         for size in config.batch_sizes:
-            backend = backends.enter_context(create_backend(config.backend, artifact, max_batch=size, precision=config.precision))
+            backend = backends.enter_context(
+                create_backend(
+                    config.backend,
+                    artifact,
+                    max_batch=size,
+                    precision=config.precision,
+                    cuda_graphs=config.tuning.cuda_graphs,
+                    torch_compile=config.tuning.torch_compile,
+                )
+            )
             resolved[size] = (backend, _resident_batch(images, artifact, size, backend))
         any_backend = resolved[config.batch_sizes[0]][0]
         on_host = any_backend.name in HOST_BACKENDS
@@ -271,11 +306,12 @@ def run_bench(config: BenchConfig, progress: Progress | None = None) -> dict[str
             for size in config.batch_sizes:
                 say(f"{label}, batch {size}: serial pipeline with stage timer")
                 timer = StageTimer(None if on_host else sync)
-                serial = run(_run_config(config, folder, output, size, serial=True), timer=timer)
+                backend, batch = resolved[size]  # the runs use the backend opened once (start-up paid once)
+                serial = run(_run_config(config, folder, output, size, serial=True), timer=timer, backend=backend)
                 say(f"{label}, batch {size}: pipeline (threads)")
-                threaded = run(_run_config(config, folder, output, size, serial=False))
+                threaded = run(_run_config(config, folder, output, size, serial=False), backend=backend)
+                series[size].startup_seconds.extend([serial.startup_seconds, threaded.startup_seconds])
                 say(f"{label}, batch {size}: infer-only")
-                backend, batch = resolved[size]
                 sync()
                 tic = time.perf_counter()
                 for _ in range(calls[size] if timed_round else 1):
@@ -297,9 +333,15 @@ def run_bench(config: BenchConfig, progress: Progress | None = None) -> dict[str
                     baseline_result = result
         details = any_backend.describe()
     load = {"before": load_before, "during_run": monitor.report(), "after": machine_load()}
+    builds_after = pipeline_cache.stats()
+    pipelines = {
+        "built": builds_after.builds - builds_before.builds,
+        "reused": builds_after.reuses - builds_before.reuses,
+        "build_seconds": round(builds_after.build_seconds - builds_before.build_seconds, 3),
+    }
     return _report(config, source, artifact, images_n=len(files), images_info=images_info, series=series, calls=calls,
                    baseline_n=len(baseline_files), baseline_seconds=baseline_seconds, baseline=baseline_result,
-                   backend_details=details, load=load, started=started)  # fmt: skip
+                   backend_details=details, load=load, started=started, limit=limit, pipelines=pipelines)  # fmt: skip
 
 
 def _rates(images: int, seconds: list[float]) -> list[float]:
@@ -325,6 +367,8 @@ def _report(
     backend_details: dict[str, Any],
     load: dict[str, Any],
     started: datetime,
+    limit: int | None = None,
+    pipelines: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     environment = collect_environment(config.argv)
     model = describe_model(artifact)
@@ -351,6 +395,10 @@ def _report(
         per_size[str(size)] = {
             "end_to_end": {"images_per_s": summarise(e2e), "summary": entry.summary.to_dict()},
             "serial": {"images_per_s": summarise(serial), "stages": stages},
+            "startup": {
+                "first_run_seconds": round(entry.startup_seconds[0], 3),
+                "timed_runs_seconds": summarise(entry.startup_seconds[2 * config.warmup :]),
+            },
             "infer_only": {"images_per_s": summarise(infer), "calls_per_round": calls[size], "gflop_per_s": achieved},
             "ratios": {
                 "end_to_end_vs_infer_only": _median([a / b for a, b in zip(e2e, infer, strict=True)]),
@@ -381,6 +429,9 @@ def _report(
         "config": {
             "source": str(source),
             "limit": config.limit,
+            "images_timed": images_n,
+            "default_limit": limit if config.limit is None else None,
+            "tuning": config.tuning.to_dict(),
             "baseline_limit": config.baseline_limit,
             "batch_sizes": list(config.batch_sizes),
             "rounds": config.repeats,
@@ -401,7 +452,10 @@ def _report(
             "rounds": "paired and alternating: each round runs, per batch size, the serial pipeline, the threaded "
             "pipeline and infer-only, then the baseline; ratios are taken within a round, the median over rounds",
             "end_to_end": "allbatch.run.engine.run (producer, backend and writer threads) into a temporary results.h5; "
-            "the pipeline's own clock (every image, from the loaded model to the closed file)",
+            "the pipeline's own clock (every image, from the loaded model and the warmed decoder to the closed file): "
+            "the steady-state rate; start-up is reported apart (startup, dali_pipelines)",
+            "startup": "RunSummary.startup_seconds of the threaded runs: planning, the backend (opened once per batch size "
+            "and shared by every run) and the decoder; the first run of the process also builds and warms the DALI pipeline",
             "serial": "allbatch.run.engine.run with serial=True and a StageTimer: read, prepare (decode, segment, "
             "assemble), infer, qc (quality-control measures and flags), write one after another in one thread; "
             "share = stage / sum of stages",
@@ -411,10 +465,13 @@ def _report(
             "gflop_per_s": "model gflop_per_image x images/s; compare with environment.cpu.peak_gflops",
         },
         "batch_sizes": per_size,
+        "dali_pipelines": pipelines,
         "baseline": baseline_doc,
         "summary": {
             "best_batch_size": int(best),
             "end_to_end_images_per_s": per_size[best]["end_to_end"]["images_per_s"]["median"],
+            "startup_seconds_first_run": per_size[best]["startup"]["first_run_seconds"],
+            "startup_seconds_timed_runs": per_size[best]["startup"]["timed_runs_seconds"]["median"],
             "infer_only_images_per_s": per_size[best]["infer_only"]["images_per_s"]["median"],
             "baseline_images_per_s": None if baseline_doc is None else baseline_doc["images_per_s"]["median"],
             "end_to_end_vs_infer_only": per_size[best]["ratios"]["end_to_end_vs_infer_only"],

@@ -17,6 +17,7 @@ Rows, their order and their values are the same as one batch at a time; the seri
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -272,7 +273,11 @@ class _SerialWriter:
 
 
 def run(
-    config: RunConfig, progress: ProgressCallback | None = None, stop: threading.Event | None = None, timer: StageTimer | None = None
+    config: RunConfig,
+    progress: ProgressCallback | None = None,
+    stop: threading.Event | None = None,
+    timer: StageTimer | None = None,
+    backend: Backend | None = None,
 ) -> RunSummary:
     """Run the whole job in this process. Raises AllbatchError for user-facing problems before anything is written.
 
@@ -281,21 +286,28 @@ def run(
     folder table, all under the plan's lock. ``stop``: when set (the CLI sets it on SIGINT/SIGTERM) the run
     stops after the chunk in flight: its rows and every queued row are committed, the file is left in its
     working layout for ``--resume``, and the summary says ``interrupted``. ``timer`` (optional) accumulates
-    each stage's time (see ``allbatch.core.stage_timer``); None costs nothing.
+    each stage's time (see ``allbatch.core.stage_timer``); None costs nothing. ``backend``: an entered backend
+    built for this config (``run.plan.open_backend``) to use instead of opening one; the caller keeps it open
+    across runs (the benchmark's rounds: the model's start-up is paid once, as the DALI pipeline's is).
     """
     with plan_run(config) as plan:
-        return execute(plan, progress, stop, timer)
+        return execute(plan, progress, stop, timer, backend)
 
 
 def execute(
-    plan: RunPlan, progress: ProgressCallback | None = None, stop: threading.Event | None = None, timer: StageTimer | None = None
+    plan: RunPlan,
+    progress: ProgressCallback | None = None,
+    stop: threading.Event | None = None,
+    timer: StageTimer | None = None,
+    backend: Backend | None = None,
 ) -> RunSummary:
     """Run a planned job in this process (``run`` without the planning): backend, preparer, producer and
     consumer threads, writer, folder table. The plan's lock stays with the caller."""
     stop = stop or threading.Event()
     config, files, record = plan.config, plan.files, plan.record
     tally = Tally(len(files))
-    with plan.open_backend() as backend:
+    # An open backend handed in by the caller stays open (nullcontext); else this run opens and closes its own.
+    with plan.open_backend() if backend is None else contextlib.nullcontext(backend) as backend:
         decoder = plan.decoder_for(backend.name)
         if stop.is_set():  # stopped while the model loaded: nothing is written
             summary = tally.summary(config.output, backend.name, decoder, backend.device)

@@ -65,7 +65,7 @@ def test_runs_of_one_process_share_one_pipeline(tiny_model: Path, tmp_path: Path
                 batch_size=3,
                 decode_threads=1,
             )
-        )  # fmt: skip
+        )
         for k in range(3)
     ]
     after = pipeline_cache.stats()

@@ -393,7 +393,7 @@ def _time_compile(state: _Speed, folder: Path, images: int) -> None:
     entry["infer_only_images_per_s"] = round(state.infer_only(compiled, folder, images), 1)
     state.record("torch_compile", entry)
     new, fast = [], []
-    for round_index in range(state.args.rounds):
+    for _ in range(state.args.rounds):
         new.append(state.run(folder, folder.parent / "cmp-new.h5", state.tuning("new")).images_per_second)
         fast.append(state.run(folder, folder.parent / "cmp-compiled.h5", compiled).images_per_second)
         entry["end_to_end_images_per_s"] = [round(r, 1) for r in fast]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from types import TracebackType
@@ -80,6 +80,25 @@ class InferenceOutput:
         return cls(array[:, :c], array[:, c : 2 * c], array[:, 2 * c :])
 
 
+class PendingInference(Protocol):
+    """Inference started by ``Backend.submit``; ``result`` waits for it and returns the host outputs."""
+
+    def result(self) -> InferenceOutput: ...
+
+
+@dataclass(frozen=True)
+class _Launched:
+    """The chunks of one ``submit``: each one's finisher (waits for its outputs), in row order."""
+
+    finishers: list[Callable[[], InferenceOutput]]
+    empty: InferenceOutput
+
+    def result(self) -> InferenceOutput:
+        if not self.finishers:
+            return self.empty
+        return InferenceOutput.concat([finish() for finish in self.finishers])
+
+
 class Backend(Protocol):
     """Runs the model on batches. Resources are created in ``__enter__`` and freed in ``__exit__``.
 
@@ -93,11 +112,20 @@ class Backend(Protocol):
     device: str
     """Human-readable device, e.g. "cpu (2 cores)" or "NVIDIA H100 80GB HBM3"."""
 
+    submits_async: bool
+    """True when ``submit`` returns before the device has finished (the run's consumer then overlaps batches)."""
+
     def __enter__(self) -> Self: ...
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None: ...
 
     def infer(self, batch: Any) -> InferenceOutput: ...
+
+    def submit(self, batch: Any) -> PendingInference:
+        """Start ``infer(batch)``; ``result()`` returns the same outputs. A GPU backend returns once the work
+        is queued on the device, so the caller can write the previous batch's rows meanwhile; others compute
+        before returning."""
+        ...
 
     def describe(self) -> dict[str, Any]:
         """Provenance written into results.h5 (versions, precision, engine key, ...)."""
@@ -134,6 +162,8 @@ class BaseBackend(ABC):
         self.max_batch = max_batch
         self.device = f"cpu ({os.cpu_count() or 1} cores)"
         """Human-readable device, e.g. "cpu (2 cores)" or "NVIDIA H100 80GB HBM3" (set by ``_load`` on a GPU)."""
+        self.submits_async = False
+        """True when ``submit`` returns before the device has finished (set by a GPU backend's ``_load``)."""
         self._active = False
 
     # -- lifetime ---------------------------------------------------------------------------------
@@ -173,6 +203,18 @@ class BaseBackend(ABC):
             RuntimeError: called outside the backend's ``with`` block.
             InvalidBatchError: wrong shape or dtype, or an array type this backend does not take.
         """
+        return self.submit(batch).result()
+
+    def submit(self, batch: Any) -> PendingInference:
+        """Start inference of ``batch`` (as ``infer`` takes it); ``result()`` gives ``infer``'s outputs.
+
+        Each chunk is handed to ``_launch_chunk``: by default it computes there and then, so ``submit``
+        returns finished work; a GPU backend queues the chunk on its stream and returns at once (the
+        consumer then writes the previous batch's rows while the device computes, issue 22).
+
+        Raises:
+            as ``infer``; errors of the device work itself may surface from ``result()``.
+        """
         if not self._active:
             raise RuntimeError(f"{type(self).__name__}.infer called outside its `with` block")
         manifest = self.artifact.manifest
@@ -189,10 +231,13 @@ class BaseBackend(ABC):
                 )
             n = int(x.shape[0])
             step = self.max_batch or max(n, 1)
-            parts = [self._infer_chunk(x[start : start + step]) for start in range(0, n, step)]
-        if not parts:
-            return InferenceOutput.empty(len(manifest.class_names), manifest.num_features)
-        return InferenceOutput.concat(parts)
+            finishers = [self._launch_chunk(x[start : start + step]) for start in range(0, n, step)]
+        return _Launched(finishers, InferenceOutput.empty(len(manifest.class_names), manifest.num_features))
+
+    def _launch_chunk(self, x: Any) -> Callable[[], InferenceOutput]:
+        """Start one chunk; the returned callable waits for it and returns its host outputs. Default: compute now."""
+        output = self._infer_chunk(x)
+        return lambda: output
 
     def _call_context(self) -> AbstractContextManager[Any]:
         """Entered around one ``infer`` call (validation, transfers and every chunk)."""

@@ -91,6 +91,11 @@ _BACKEND_STATUS: dict[str, Callable[[], Status]] = {
 }
 
 
+def backend_status(name: str) -> Status:
+    """(usable?, reason) of one concrete backend name (imports only that runtime)."""
+    return _BACKEND_STATUS[name]()
+
+
 def backend_availability() -> dict[str, Status]:
     """{"onnxruntime" | "openvino" | "torch" | "tensorrt": (usable?, reason)} for every backend (imports each runtime)."""
     return {name: status() for name, status in _BACKEND_STATUS.items()}
@@ -123,12 +128,16 @@ def choose_backend(name: str, status: Callable[[str], Status]) -> tuple[str, str
     raise BackendUnavailableError("no inference backend can run here (" + "; ".join(refused) + ")")
 
 
-def create_backend(name: str, artifact: ModelArtifact, *, max_batch: int, precision: str = "fp16") -> Backend:
+def create_backend(
+    name: str, artifact: ModelArtifact, *, max_batch: int, precision: str = "fp16", cuda_graphs: bool = True, torch_compile: bool = False
+) -> Backend:
     """Build (not enter) the backend ``name`` ("auto", "onnxruntime", "openvino", "torch", "tensorrt") for ``artifact``.
 
     ``precision`` ("fp16" | "bf16" | "fp32", see PRECISIONS) applies to torch, TensorRT and OpenVINO; ONNX Runtime
     always computes in fp32.
     ``max_batch`` is the largest batch ``infer`` will be given at once (TensorRT profiles, torch chunks).
+    ``cuda_graphs`` (on by default) and ``torch_compile`` (off by default) apply to torch on CUDA only: both stay
+    selectable so that a GPU lease measures each against the other setting (issue 22).
 
     Raises:
         UserInputError: unknown name or precision, max_batch < 1.
@@ -155,7 +164,14 @@ def create_backend(name: str, artifact: ModelArtifact, *, max_batch: int, precis
     if chosen == "torch":
         from allbatch.backends.torch_backend import TorchBackend
 
-        return TorchBackend(artifact, device="cuda", precision="fp16" if precision == "fp16" else "fp32", max_batch=max_batch)
+        return TorchBackend(
+            artifact,
+            device="cuda",
+            precision="fp16" if precision == "fp16" else "fp32",
+            max_batch=max_batch,
+            cuda_graphs=cuda_graphs,
+            torch_compile=torch_compile,
+        )
     from allbatch.backends.tensorrt_backend import TensorRTBackend
 
     backend: Backend = TensorRTBackend(artifact, precision=precision, max_batch=max_batch)

@@ -19,8 +19,17 @@ Static shapes (default on CUDA): every chunk runs at exactly ``max_batch`` rows,
 zero-padded into a preallocated input. One input shape means cuDNN's autotuner (``cudnn.benchmark``)
 tunes each convolution once, not again for the last partial batch, and one CUDA graph serves every call;
 the price is at most ``max_batch - 1`` padded rows per ``infer`` call that ends on a partial chunk.
-CUDA graphs are captured in ``__enter__`` (before a pipeline starts its producer thread), in
+CUDA graphs (on by default with static shapes, issue 22: the eager forward launches about 710 kernels per
+backbone) are captured in ``__enter__`` (before a pipeline starts its producer thread), in
 ``thread_local`` capture mode so that CUDA calls of other threads (DALI, CuPy) cannot invalidate it.
+``torch_compile`` (off by default; the lease measures it) compiles the forward in ``__enter__``, where its
+compile time is counted as start-up (``compile_seconds`` in ``describe``).
+
+Overlap (issue 22): on CUDA, ``submit`` queues a chunk on the backend's own stream, with its outputs copied
+to page-locked host memory asynchronously, and returns; ``result()`` waits for that copy only. The run's
+consumer submits batch k+1 before it writes the rows of batch k. The stream is the backend's own (not the
+legacy default stream), so CuPy work of the caller on the default stream (quality control) does not wait
+for the network.
 NumPy batches are staged through a pinned host buffer and copied to the device asynchronously.
 
 Not thread-safe: one backend instance serves one thread.
@@ -133,7 +142,9 @@ class TorchBackend(BaseBackend):
         precision: "fp16" (weights and activations half, softmax float32) or "fp32" (TF32 disabled,
             the reference).
         channels_last: NHWC memory layout for the (2N, 3, S, S) backbone input and the weights.
-        cuda_graphs: capture one CUDA graph (on the static input, in ``__enter__``) and replay it.
+        cuda_graphs: capture one CUDA graph (on the static input, in ``__enter__``) and replay it; None: on
+            with static shapes on CUDA, off otherwise.
+        torch_compile: run the forward through ``torch.compile`` (compiled in ``__enter__``).
         max_batch: the largest batch run at once; bigger inputs are split into chunks of this size.
         static_shapes: run every chunk at ``max_batch`` rows, zero-padding a partial one (see the module
             docstring); None: on for CUDA, off for the CPU. CUDA graphs need it.
@@ -148,9 +159,10 @@ class TorchBackend(BaseBackend):
         device: str = "cuda",
         precision: Precision = "fp16",
         channels_last: bool = True,
-        cuda_graphs: bool = False,
+        cuda_graphs: bool | None = None,
         max_batch: int = 256,
         static_shapes: bool | None = None,
+        torch_compile: bool = False,
     ) -> None:
         if precision not in ("fp16", "fp32"):
             raise UserInputError(f"torch: precision must be fp16 or fp32, got {precision!r}")
@@ -166,9 +178,12 @@ class TorchBackend(BaseBackend):
         self.requested_device = device
         self.precision: Precision = precision
         self.channels_last = channels_last
-        self.cuda_graphs = cuda_graphs
         self.max_batch: int = max_batch
         self.static_shapes = static_shapes if static_shapes is not None else device != "cpu"
+        self.cuda_graphs = cuda_graphs if cuda_graphs is not None else (self.static_shapes and device != "cpu")
+        self.torch_compile = torch_compile
+        self.compile_seconds: float | None = None
+        """Seconds the first compiled forward took in ``__enter__`` (compilation included); None without compile."""
         self.device = device
         """Human-readable device; the GPU's name once entered."""
         self.padded_rows = 0
@@ -180,6 +195,8 @@ class TorchBackend(BaseBackend):
         self._pinned: torch.Tensor | None = None  # (max_batch, 2, 3, S, S) float32, page-locked host memory
         self._staged: torch.cuda.Event | None = None  # the last copy out of ``_pinned``
         self._restore_flags: list[Callable[[], None]] = []
+        self._stream: torch.cuda.Stream | None = None  # the backend's own CUDA stream
+        self._forward_fn: Callable[[torch.Tensor], torch.Tensor] = self._forward  # torch.compile'd when asked
 
     # -- lifetime ---------------------------------------------------------------------------------
 
@@ -209,15 +226,40 @@ class TorchBackend(BaseBackend):
         self._torch_device = target
         if self.static_shapes:
             self._static_in = torch.zeros((self.max_batch, *sample_shape(self.artifact.manifest)), dtype=torch.float32, device=target)
+        self._forward_fn = torch.compile(self._forward, dynamic=False) if self.torch_compile else self._forward
         if target.type == "cuda":
             try:
                 self._enter_cuda(torch, target)
             except BaseException:
                 self._release()
                 raise
+        elif self.torch_compile:
+            self._compile_now(torch)
         log.debug(
-            "torch backend on %s: %s, channels_last=%s, cuda_graphs=%s", self.device, self.precision, self.channels_last, self.cuda_graphs
+            "torch backend on %s: %s, channels_last=%s, cuda_graphs=%s, compile=%s",
+            self.device,
+            self.precision,
+            self.channels_last,
+            self.cuda_graphs,
+            self.torch_compile,
         )
+
+    def _compile_now(self, torch: Any) -> None:
+        """Run the compiled forward once on a full batch of zeros, so compilation is start-up; time it."""
+        import time
+
+        device = self._torch_device
+        assert device is not None  # set by _load
+        example = self._static_in
+        if example is None:
+            example = torch.zeros((self.max_batch, *sample_shape(self.artifact.manifest)), dtype=torch.float32, device=device)
+        began = time.perf_counter()
+        with torch.inference_mode():
+            self._forward_fn(example)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        self.compile_seconds = time.perf_counter() - began
+        log.info("torch.compile: first forward (compilation included) took %.1f s", self.compile_seconds)
 
     def _enter_cuda(self, torch: Any, device: torch.device) -> None:
         """Global flags (restored by ``_release``), the pinned staging buffer and the CUDA graph."""
@@ -229,9 +271,17 @@ class TorchBackend(BaseBackend):
             self._restore_flags.append(use_fp32_reference_math(torch))
         self._pinned = torch.empty((self.max_batch, *sample_shape(self.artifact.manifest)), dtype=torch.float32, pin_memory=True)
         self._staged = torch.cuda.Event()
-        if self.cuda_graphs:
-            with torch.inference_mode(), torch.cuda.device(device):
-                self._graph = self._capture()
+        self._stream = torch.cuda.Stream(device=device)
+        self.submits_async = True
+        with torch.cuda.device(device):
+            if self.torch_compile:
+                self._compile_now(torch)  # before the capture: a graph replays compiled kernels, never compiles
+            if self.cuda_graphs:
+                with torch.inference_mode():
+                    self._graph = self._capture()
+        # The static input and the weights were written on the default stream; the backend's stream has no
+        # implicit order with it, so finish that work once here.
+        torch.cuda.synchronize(device)
 
     def _release(self) -> None:
         import torch
@@ -240,6 +290,9 @@ class TorchBackend(BaseBackend):
         if on_cuda and self._staged is not None:
             self._staged.synchronize()  # the pinned buffer may still be read by a copy
         self._graph = None
+        self._stream = None
+        self.submits_async = False
+        self._forward_fn = self._forward
         self._static_in = None
         self._pinned = None
         self._staged = None
@@ -261,6 +314,8 @@ class TorchBackend(BaseBackend):
         device = self._torch_device
         if device is not None and device.type == "cuda":
             stack.enter_context(torch.cuda.device(device))
+            if self._stream is not None:
+                stack.enter_context(torch.cuda.stream(self._stream))
         return stack
 
     def _from_host(self, batch: np.ndarray[Any, Any]) -> torch.Tensor:
@@ -272,8 +327,30 @@ class TorchBackend(BaseBackend):
     def _infer_chunk(self, x: Any) -> InferenceOutput:
         """One chunk of at most ``max_batch`` rows -> host outputs (a synchronising copy: final when returned)."""
         chunk = self._to_device(x)
-        packed = self._run_static(chunk) if self.static_shapes else self._forward(chunk)
+        packed = self._run_static(chunk) if self.static_shapes else self._forward_fn(chunk)
         return InferenceOutput.from_packed(packed.to("cpu").numpy(), len(self.artifact.manifest.class_names))
+
+    def _launch_chunk(self, x: Any) -> Callable[[], InferenceOutput]:
+        """On CUDA: queue one chunk and an asynchronous copy of its outputs to page-locked host memory on the
+        backend's stream, and return a finisher that waits for that copy only (see the module docstring)."""
+        device = self._torch_device
+        if device is None or device.type != "cuda":
+            return super()._launch_chunk(x)
+        import torch
+
+        chunk = self._to_device(x)
+        packed = self._run_static(chunk) if self.static_shapes else self._forward_fn(chunk)
+        host = torch.empty(packed.shape, dtype=packed.dtype, pin_memory=True)
+        host.copy_(packed, non_blocking=True)
+        copied = torch.cuda.Event()
+        copied.record()  # on the current stream: the backend's, inside _call_context
+        classes = len(self.artifact.manifest.class_names)
+
+        def finish() -> InferenceOutput:
+            copied.synchronize()
+            return InferenceOutput.from_packed(host.numpy(), classes)
+
+        return finish
 
     def _to_device(self, chunk: torch.Tensor) -> torch.Tensor:
         """A chunk on the backend's device; host data goes through the pinned buffer, asynchronously."""
@@ -342,7 +419,7 @@ class TorchBackend(BaseBackend):
             static_in[m:].zero_()  # padding rows: finite values; rows are independent in eval mode
             self.padded_rows += self.max_batch - m
         if self._graph is None:
-            return self._forward(static_in)[:m]
+            return self._forward_fn(static_in)[:m]
         self._graph.graph.replay()
         return self._graph.static_out[:m].clone()  # the next replay overwrites static_out
 
@@ -361,11 +438,11 @@ class TorchBackend(BaseBackend):
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):
             for _ in range(GRAPH_WARMUP_RUNS):
-                self._forward(static_in)
+                self._forward_fn(static_in)
         torch.cuda.current_stream(device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-            static_out = self._forward(static_in)
+            static_out = self._forward_fn(static_in)
         log.debug("captured a CUDA graph for batch size %d", self.max_batch)
         return _CapturedGraph(graph=graph, static_out=static_out)
 
@@ -380,6 +457,8 @@ class TorchBackend(BaseBackend):
             "precision": self.precision,
             "channels_last": self.channels_last,
             "cuda_graphs": self.cuda_graphs,
+            "torch_compile": self.torch_compile,
+            "compile_seconds": None if self.compile_seconds is None else round(self.compile_seconds, 2),
             "max_batch": self.max_batch,
             "static_shapes": self.static_shapes,
             "padded_rows": self.padded_rows,

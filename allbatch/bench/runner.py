@@ -5,6 +5,12 @@ stage timer (``pipeline.run`` with ``serial=True``), the threaded pipeline (``pi
 the backend alone on a resident batch (infer-only); then the naive baseline once. Ratios are taken within a
 round and their median reported, so a load that comes and goes on a shared machine hits both sides of a ratio.
 Backend and decoder are chosen by ``pipeline.run`` itself (``backends.select``), exactly as ``allbatch run``.
+
+Start-up is paid once (issue 22): the backend is opened once per batch size and every round's runs use it, and
+the DALI pipeline is built and warmed once per process (``prepare.dali.pipeline_cache``); each run's clock
+starts when both are ready. The report gives start-up seconds (``startup``) apart from the steady rate.
+On a GPU the default image count is ``GPU_BENCH_IMAGES`` (the folder's files repeated): a few batches would
+measure mostly the ramp-up of the first one.
 """
 
 from __future__ import annotations
@@ -34,12 +40,12 @@ from allbatch.bench.images import (
 )
 from allbatch.bench.load_monitor import LoadMonitor
 from allbatch.bench.timing import device_synchronizer, peak_rss_mib, summarise
-from allbatch.core.errors import UserInputError
+from allbatch.core.errors import AllbatchError, UserInputError
 from allbatch.core.stage_timer import STAGES, StageTimer
 from allbatch.environment.machine import collect_environment, machine_load
 from allbatch.input.discover import DiscoveredFile, discover
 from allbatch.model.manifest import ModelArtifact, load_model_artifact
-from allbatch.run.config import RunConfig
+from allbatch.run.config import GpuTuning, RunConfig
 from allbatch.run.engine import run
 from allbatch.run.tally import RunSummary
 
@@ -65,6 +71,9 @@ class BenchProgress:
 
 
 Progress = Callable[[BenchProgress], None]
+GPU_BENCH_IMAGES = 4096
+"""Images timed end to end by default when the backend runs on a GPU (issue 22: at least 4,096, the development
+images repeated), so that start-up leaves the figure and the steady rate shows."""
 
 
 @dataclass
@@ -94,6 +103,8 @@ class BenchConfig:
     baseline_limit: int | None = 8
     decode_threads: int = 2
     argv: list[str] = field(default_factory=list)
+    tuning: GpuTuning = field(default_factory=GpuTuning)
+    """GPU-path switches for every run and the infer-only backend (``run.config.GpuTuning``)."""
 
     def validate(self) -> None:
         """Raises UserInputError for values no measurement can use."""
@@ -109,6 +120,8 @@ class BenchConfig:
             raise UserInputError(f"--baseline-limit must be at least 1, got {self.baseline_limit}")
         if self.decode_threads < 1:
             raise UserInputError(f"--decode-threads must be at least 1, got {self.decode_threads}")
+        if self.tuning.prefetch_depth < 1:
+            raise UserInputError(f"--prefetch-depth must be at least 1, got {self.tuning.prefetch_depth}")
 
 
 def model_flops(artifact: ModelArtifact) -> float | None:
@@ -154,6 +167,9 @@ class _Series:
     serial_seconds: list[float] = field(default_factory=list)
     end_to_end_seconds: list[float] = field(default_factory=list)
     infer_only_seconds: list[float] = field(default_factory=list)
+    startup_seconds: list[float] = field(default_factory=list)
+    """Start-up of every run (serial, threaded, per round), warm-up rounds included: the first run of the process
+    pays the DALI pipeline's build, the others borrow it."""
     summary: RunSummary | None = None
 
 
@@ -171,6 +187,7 @@ def _run_config(config: BenchConfig, source: Path, output: Path, batch_size: int
         decode_threads=config.decode_threads,
         argv=["allbatch", "bench", f"--batch-size={batch_size}"],
         serial=serial,
+        tuning=config.tuning,
     )
 
 
@@ -245,6 +262,18 @@ class BenchPlan:
         return lines
 
 
+def default_limit(backend: str, found: int) -> int:
+    """Images benchmarked when ``--limit`` is not given: ``GPU_BENCH_IMAGES`` when ``backend`` (resolved as a run
+    would) runs on a GPU, else ``DEFAULT_LIMIT`` or all of a smaller folder (a 2-core CPU finishes in minutes)."""
+    from allbatch.backends.select import HOST_BACKENDS, backend_status, choose_backend
+
+    try:
+        chosen, _ = choose_backend(backend, backend_status)
+    except AllbatchError:  # the backend is refused later, with its own message
+        chosen = backend
+    return GPU_BENCH_IMAGES if chosen not in HOST_BACKENDS else min(DEFAULT_LIMIT, found)
+
+
 def plan_bench(config: BenchConfig) -> BenchPlan:
     """Validate ``config``, find and pick the images, cap the batch sizes: no model is loaded.
 
@@ -255,7 +284,7 @@ def plan_bench(config: BenchConfig) -> BenchPlan:
     source = resolve_source(config.source)
     discovered = discover(source.path)
     found = sum(1 for item in discovered if item.problem is None)
-    files = select_images(discovered, config.limit if config.limit is not None else min(DEFAULT_LIMIT, found))
+    files = select_images(discovered, config.limit if config.limit is not None else default_limit(config.backend, found))
     if not files:
         raise UserInputError(f"no readable images under {source.path}")
     sizes = cap_batch_sizes(config.batch_sizes, len(files))
@@ -309,9 +338,11 @@ def run_bench(config: BenchConfig, progress: Progress | None = None, plan: Bench
         AllbatchError: bad options, no images, unusable backend/decoder, model that does not verify.
     """
     from allbatch.backends.select import HOST_BACKENDS, create_backend
+    from allbatch.prepare.dali import pipeline_cache
 
     plan = plan or plan_bench(config)
     files, sizes = plan.files, plan.batch_sizes
+    builds_before = pipeline_cache.stats()
     artifact = load_model_artifact(config.model)
     load_before = machine_load()
     started = datetime.now(UTC)
@@ -334,7 +365,16 @@ def run_bench(config: BenchConfig, progress: Progress | None = None, plan: Bench
         # Infer-only: the backend ``run`` would choose, built by the same function, kept open across rounds.
         resolved: dict[int, tuple[Backend, Any]] = {}
         for size in sizes:
-            backend = backends.enter_context(create_backend(config.backend, artifact, max_batch=size, precision=config.precision))
+            backend = backends.enter_context(
+                create_backend(
+                    config.backend,
+                    artifact,
+                    max_batch=size,
+                    precision=config.precision,
+                    cuda_graphs=config.tuning.cuda_graphs,
+                    torch_compile=config.tuning.torch_compile,
+                )
+            )
             resolved[size] = (backend, _resident_batch(images, artifact, size, backend))
         any_backend = resolved[sizes[0]][0]
         on_host = any_backend.name in HOST_BACKENDS
@@ -351,16 +391,17 @@ def run_bench(config: BenchConfig, progress: Progress | None = None, plan: Bench
             label = f"round {round_index - config.warmup + 1}/{config.repeats}" if timed_round else "warm-up"
             for size in sizes:
                 timer = StageTimer(None if on_host else sync)
+                backend, batch = resolved[size]  # the runs use the backend opened once (start-up paid once)
                 serial: RunSummary | None = None
                 if timed_round:  # the warm-up needs no stage timing: the threaded run and infer-only warm everything
                     work.start(f"{label}, batch {size}: serial pipeline with stage timer")
-                    serial = run(_run_config(config, folder, output, size, serial=True), work.run_callback(), timer=timer)
+                    serial = run(_run_config(config, folder, output, size, serial=True), work.run_callback(), timer=timer, backend=backend)
                     work.add(len(files))
                 work.start(f"{label}, batch {size}: pipeline (threads)")
-                threaded = run(_run_config(config, folder, output, size, serial=False), work.run_callback())
+                threaded = run(_run_config(config, folder, output, size, serial=False), work.run_callback(), backend=backend)
                 work.add(len(files) if timed_round else plan.warmup_images)
+                series[size].startup_seconds.extend([s.startup_seconds for s in (serial, threaded) if s is not None])
                 work.start(f"{label}, batch {size}: infer-only")
-                backend, batch = resolved[size]
                 sync()
                 tic = time.perf_counter()
                 for _ in range(plan.calls(size) if timed_round else 1):
@@ -385,9 +426,15 @@ def run_bench(config: BenchConfig, progress: Progress | None = None, plan: Bench
         details = any_backend.describe()
     load = {"before": load_before, "during_run": monitor.report(), "after": machine_load()}
     calls = {size: plan.calls(size) for size in sizes}
+    builds_after = pipeline_cache.stats()
+    pipelines = {
+        "built": builds_after.builds - builds_before.builds,
+        "reused": builds_after.reuses - builds_before.reuses,
+        "build_seconds": round(builds_after.build_seconds - builds_before.build_seconds, 3),
+    }
     return _report(config, plan, artifact, images_n=len(files), images_info=images_info, series=series, calls=calls,
                    baseline_n=plan.baseline_images, baseline_seconds=baseline_seconds, baseline=baseline_result,
-                   backend_details=details, load=load, started=started)  # fmt: skip
+                   backend_details=details, load=load, started=started, pipelines=pipelines)  # fmt: skip
 
 
 def _rates(images: int, seconds: list[float]) -> list[float]:
@@ -413,6 +460,7 @@ def _report(
     backend_details: dict[str, Any],
     load: dict[str, Any],
     started: datetime,
+    pipelines: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     environment = collect_environment(config.argv)
     model = describe_model(artifact)
@@ -439,6 +487,10 @@ def _report(
         per_size[str(size)] = {
             "end_to_end": {"images_per_s": summarise(e2e), "summary": entry.summary.to_dict()},
             "serial": {"images_per_s": summarise(serial), "stages": stages},
+            "startup": {
+                "first_run_seconds": round(entry.startup_seconds[0], 3),
+                "timed_runs_seconds": summarise(entry.startup_seconds[config.warmup :]),  # a warm-up round runs the threaded pipeline only
+            },
             "infer_only": {"images_per_s": summarise(infer), "calls_per_round": calls[size], "gflop_per_s": achieved},
             "ratios": {
                 "end_to_end_vs_infer_only": _median([a / b for a, b in zip(e2e, infer, strict=True)]),
@@ -469,6 +521,9 @@ def _report(
         "config": {
             "source": str(plan.source.path),
             "limit": config.limit,
+            "images_timed": images_n,
+            "default_limit": len(plan.files) if config.limit is None else None,
+            "tuning": config.tuning.to_dict(),
             "baseline_limit": config.baseline_limit,
             "batch_sizes": list(plan.batch_sizes),
             "requested_batch_sizes": list(plan.requested_batch_sizes),
@@ -490,7 +545,10 @@ def _report(
             "rounds": "paired and alternating: each round runs, per batch size, the serial pipeline, the threaded "
             "pipeline and infer-only, then the baseline; ratios are taken within a round, the median over rounds",
             "end_to_end": "allbatch.run.engine.run (producer, backend and writer threads) into a temporary results.h5; "
-            "the pipeline's own clock (every image, from the loaded model to the closed file)",
+            "the pipeline's own clock (every image, from the loaded model and the warmed decoder to the closed file): "
+            "the steady-state rate; start-up is reported apart (startup, dali_pipelines)",
+            "startup": "RunSummary.startup_seconds of the threaded runs: planning, the backend (opened once per batch size "
+            "and shared by every run) and the decoder; the first run of the process also builds and warms the DALI pipeline",
             "serial": "allbatch.run.engine.run with serial=True and a StageTimer: read, prepare (decode, segment, "
             "assemble), infer, qc (quality-control measures and flags), write one after another in one thread; "
             "share = stage / sum of stages",
@@ -500,10 +558,13 @@ def _report(
             "gflop_per_s": "model gflop_per_image x images/s; compare with environment.cpu.peak_gflops",
         },
         "batch_sizes": per_size,
+        "dali_pipelines": pipelines,
         "baseline": baseline_doc,
         "summary": {
             "best_batch_size": int(best),
             "end_to_end_images_per_s": per_size[best]["end_to_end"]["images_per_s"]["median"],
+            "startup_seconds_first_run": per_size[best]["startup"]["first_run_seconds"],
+            "startup_seconds_timed_runs": per_size[best]["startup"]["timed_runs_seconds"]["median"],
             "infer_only_images_per_s": per_size[best]["infer_only"]["images_per_s"]["median"],
             "baseline_images_per_s": None if baseline_doc is None else baseline_doc["images_per_s"]["median"],
             "end_to_end_vs_infer_only": per_size[best]["ratios"]["end_to_end_vs_infer_only"],

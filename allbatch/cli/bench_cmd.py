@@ -89,8 +89,8 @@ def bench_command(
     limit: Annotated[
         int | None,
         typer.Option(
-            help="Benchmark this many images, spread over the folder (default: 16, or all of a smaller folder); "
-            "more than the folder holds repeats its files.",
+            help="Benchmark this many images, spread over the folder; more than the folder holds repeats its files "
+            "(default: 16, or all of a smaller folder, on the CPU; 4,096 on a GPU).",
             show_default=False,
         ),
     ] = None,
@@ -104,6 +104,15 @@ def bench_command(
         ),
     ] = None,
     decode_threads: Annotated[int, typer.Option(help="Decode threads of the pipeline's preparer.")] = 2,
+    prefetch_depth: Annotated[int, typer.Option(help="GPU path: DALI batches under way ahead of the producer (1: none).")] = 2,
+    cuda_graphs: Annotated[bool, typer.Option("--cuda-graphs/--no-cuda-graphs", help="torch on CUDA: replay CUDA graphs.")] = True,
+    torch_compile: Annotated[bool, typer.Option("--torch-compile/--no-torch-compile", help="torch: compile the forward.")] = False,
+    fancy_upsampling: Annotated[
+        bool, typer.Option("--fancy-upsampling/--no-fancy-upsampling", help="DALI on the GPU: upsample JPEG chroma as the CPU path does.")
+    ] = True,
+    overlap_infer: Annotated[
+        bool, typer.Option("--overlap-infer/--no-overlap-infer", help="GPU: queue the next batch before writing this one.")
+    ] = True,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the report here (else print it on stdout).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary table.")] = False,
 ) -> None:
@@ -112,6 +121,7 @@ def bench_command(
     from allbatch.bench import BenchConfig, plan_bench, run_bench
     from allbatch.bench.baseline import baseline_unavailable_reason
     from allbatch.bench.report import summary_table, write_json
+    from allbatch.run.config import GpuTuning
 
     baseline_missing = baseline_unavailable_reason() if baseline is not False else None
     if baseline_missing and baseline:  # asked for by name: refuse before any work
@@ -132,6 +142,13 @@ def bench_command(
         baseline_limit=baseline_limit,
         decode_threads=decode_threads,
         argv=["allbatch", *sys.argv[1:]],
+        tuning=GpuTuning(
+            prefetch_depth=prefetch_depth,
+            cuda_graphs=cuda_graphs,
+            torch_compile=torch_compile,
+            fancy_upsampling=fancy_upsampling,
+            overlap_infer=overlap_infer,
+        ),
     )
     plan = plan_bench(config)  # the images and batch sizes, said before the model loads
     console = make_console(quiet=quiet)

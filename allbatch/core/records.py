@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -86,3 +86,16 @@ class Preparer(Protocol):
     def prepare(self, images: list[EncodedImage]) -> PreparedBatch: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class RunAheadPreparer(Preparer, Protocol):
+    """A preparer that can have several batches under way (the DALI preparer): ``start`` begins a batch and
+    returns a handle, ``finish`` completes it; ``prepare(images)`` is ``finish(start(images))``. Batches are
+    finished in the order they were started. ``prefetch_depth``: batches worth having under way at once."""
+
+    prefetch_depth: int
+
+    def start(self, images: list[EncodedImage]) -> Any: ...
+
+    def finish(self, pending: Any) -> PreparedBatch: ...

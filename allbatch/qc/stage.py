@@ -120,8 +120,32 @@ class QcStage:
             return columns
         sizes = batch.sizes[ok] if batch.sizes is not None else np.zeros((len(ok), 2), np.int32)
         measured = self.measure(batch.inputs, output, batch.mask_fraction[ok], sizes, batch.input_measures)
-        for key, value in measured.items():
-            if key not in columns:  # a measure without a /qc column (stain_hue) only feeds the rules
-                continue
-            columns[key][ok] = value.get() if hasattr(value, "get") and not isinstance(value, np.ndarray) else value
+        wanted = {key: value for key, value in measured.items() if key in columns}  # stain_hue only feeds the rules
+        for key, value in to_host_once(wanted).items():
+            columns[key][ok] = value
         return columns
+
+
+def to_host_once(arrays: dict[str, Any]) -> dict[str, npt.NDArray[Any]]:
+    """Device arrays (CuPy) of one batch brought to the host in one copy: one synchronisation per batch, not
+    one per column (issue 22). Host (NumPy) arrays pass through.
+
+    Every column is widened to float64 on the device, concatenated, copied once and cut and narrowed back
+    on the host: float32, float16, (u)int8/16/32 and bool survive the round trip exactly (float64 holds
+    every value of each; NaN stays NaN); 64-bit integers are copied on their own (a float64 would round them).
+    """
+    on_device = {key: value for key, value in arrays.items() if not isinstance(value, np.ndarray) and hasattr(value, "get")}
+    out: dict[str, npt.NDArray[Any]] = {key: value for key, value in arrays.items() if key not in on_device}
+    exact = {key: value for key, value in on_device.items() if np.dtype(value.dtype).itemsize <= 4 or np.dtype(value.dtype).kind == "f"}
+    for key in on_device.keys() - exact.keys():
+        out[key] = on_device[key].get()
+    if exact:
+        xp = array_module(next(iter(exact.values())))
+        joined = xp.concatenate([value.astype(xp.float64).ravel() for value in exact.values()])
+        flat = joined.get() if hasattr(joined, "get") else np.asarray(joined)  # the one device-to-host copy
+        offset = 0
+        for key, value in exact.items():
+            size = int(value.size)
+            out[key] = flat[offset : offset + size].reshape(value.shape).astype(value.dtype)
+            offset += size
+    return {key: out[key] for key in arrays}

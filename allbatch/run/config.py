@@ -21,6 +21,28 @@ device (a 2-core CPU runs the shipped model at ~8 img/s) progress, commits and a
 every ~2 s instead of once per 64-image batch (8 s). Fast devices get whole batches."""
 
 
+@dataclass(frozen=True)
+class GpuTuning:
+    """How the GPU path runs (issue 22). Each switch keeps the earlier behaviour selectable, so that one GPU
+    lease measures both sides of every change in one process (``benchmarks/gpu_verify.py speed``).
+
+    ``prefetch_depth``: DALI batches in flight ahead of the producer (1: each batch decoded while it waits).
+    ``cuda_graphs``: the torch backend replays one captured CUDA graph per call (static shapes).
+    ``torch_compile``: the torch backend's forward through ``torch.compile`` (compile time is start-up).
+    ``fancy_upsampling``: DALI's ``jpeg_fancy_upsampling`` (the GPU upsamples JPEG chroma as the CPU path does).
+    ``overlap_infer``: the consumer queues batch k+1 on the device before it writes the rows of batch k.
+    """
+
+    prefetch_depth: int = 2
+    cuda_graphs: bool = True
+    torch_compile: bool = False
+    fancy_upsampling: bool = True
+    overlap_infer: bool = True
+
+    def to_dict(self) -> dict[str, int | bool]:
+        return dict(self.__dict__)
+
+
 @dataclass
 class RunConfig:
     """Everything ``allbatch run`` needs; built by the CLI, usable from Python. The same for every executor."""
@@ -45,6 +67,8 @@ class RunConfig:
     serial: bool = False
     """Read, prepare, infer and write one after another in the calling thread (no producer or writer thread):
     the benchmark's stage breakdown, whose stage times add up to the run's wall time."""
+    tuning: GpuTuning = field(default_factory=GpuTuning)
+    """GPU-path switches (``GpuTuning``); the defaults are the measured best."""
     group_by: str | None = "parent"
     """Folder verdicts written as ``/groups`` at the end of a finished run ("parent" or a depth, see
     ``summarize.groups.parse_group_by``); None writes no folder table (a worker's part file)."""

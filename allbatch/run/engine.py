@@ -4,25 +4,34 @@ Threads: a producer reads files and prepares batches (Pillow/NumPy on the CPU, D
 bounded queue; the calling thread runs the backend; a background writer appends rows to results.h5.
 Memory is bounded by the queue depths (a few batches), whatever the number of images.
 
+Running ahead on the GPU (issue 22), both ends pipelined:
+- producer: with a ``RunAheadPreparer`` (DALI), batch k+1 is started (checked, fed to the decoder) before
+  batch k is finished (``_Producer._prepared_batches``), so the decoder never waits for this thread;
+- consumer: with a backend whose ``submit`` is asynchronous (torch on CUDA), chunk k+1 is queued on the
+  device before the rows of chunk k are gathered, measured and written (``_Consumer.run``).
+Rows, their order and their values are the same as one batch at a time; the serial mode does neither.
+
 ``RunConfig.serial`` runs every stage in the calling thread, one after another (no overlap), and an optional
 ``StageTimer`` hook times each stage (off by default); ``allbatch bench`` measures the pipeline with both.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from allbatch import CLASS_NAMES
-from allbatch.backends.base import Backend, InferenceOutput
-from allbatch.core.records import UNKNOWN_STAT, EncodedImage, FileStat, PreparedBatch, Preparer
+from allbatch.backends.base import Backend, InferenceOutput, PendingInference
+from allbatch.core.records import UNKNOWN_STAT, EncodedImage, FileStat, PreparedBatch, Preparer, RunAheadPreparer
 from allbatch.core.stage_timer import StageTimer, timed
 from allbatch.input.discover import DiscoveredFile
 from allbatch.input.read import file_stat, read_encoded
@@ -121,6 +130,17 @@ def rows_for(batch: PreparedBatch, output: InferenceOutput, qc: dict[str, Any] |
     )
 
 
+@dataclass
+class _InFlight:
+    """A chunk whose inference was launched (``pending`` None: no decoded image in it), when, and the older
+    rows its files replace (committed with its rows)."""
+
+    chunk: PreparedBatch
+    pending: PendingInference | None
+    began: float
+    superseded: list[int] = field(default_factory=list)
+
+
 class _Producer(threading.Thread):
     """Reads files in order, skips those already committed, prepares batches into a bounded queue.
     ``first_index`` is the discovered-order index of ``files[0]`` (a shard's start). ``measure_inputs``
@@ -136,9 +156,12 @@ class _Producer(threading.Thread):
         first_index: int = 0,
         timer: StageTimer | None = None,
         measure_inputs: Callable[[Any], dict[str, Any]] | None = None,
+        run_ahead: bool = False,
     ) -> None:
         super().__init__(name="allbatch-producer", daemon=True)
         self.timer = timer
+        self.run_ahead = run_ahead
+        """Start batch k+1 before finishing batch k where the preparer can (off in the serial mode)."""
         self.measure_inputs = measure_inputs
         self.files = files
         self.first_index = first_index
@@ -190,11 +213,39 @@ class _Producer(threading.Thread):
                 continue
         return False
 
+    def _prepared_batches(self) -> Iterator[tuple[PreparedBatch, dict[int, int]]]:
+        """Prepared batches in input order, each with its superseded rows.
+
+        Running ahead (issue 22): a ``RunAheadPreparer`` has up to ``prefetch_depth`` batches under way:
+        batch k+1 is started (its files checked and fed to DALI, which decodes on its own threads) before
+        batch k is finished, so reading, hashing and checking the next batch overlap the decoding of this
+        one. Any other preparer, the serial mode and ``prefetch_depth`` 1 prepare one batch at a time.
+        """
+        preparer = self.preparer
+        depth = preparer.prefetch_depth if self.run_ahead and isinstance(preparer, RunAheadPreparer) else 1
+        if depth <= 1:
+            for images, superseded in self._batches():
+                with timed(self.timer, "prepare", len(images)):
+                    batch = preparer.prepare(images)
+                yield batch, superseded
+            return
+        assert isinstance(preparer, RunAheadPreparer)  # depth > 1 only for one
+        under_way: deque[tuple[Any, dict[int, int], int]] = deque()
+        for images, superseded in self._batches():
+            with timed(self.timer, "prepare", 0):
+                under_way.append((preparer.start(images), superseded, len(images)))
+            if len(under_way) >= depth:
+                yield self._finish(preparer, *under_way.popleft())
+        while under_way and not self.stop.is_set():
+            yield self._finish(preparer, *under_way.popleft())
+
+    def _finish(self, preparer: RunAheadPreparer, pending: Any, superseded: dict[int, int], n: int) -> tuple[PreparedBatch, dict[int, int]]:
+        with timed(self.timer, "prepare", n):
+            return preparer.finish(pending), superseded
+
     def prepared(self) -> Iterator[_Work]:
         """Read and prepare batch after batch in the calling thread (the serial mode, or this thread's ``run``)."""
-        for images, superseded in self._batches():
-            with timed(self.timer, "prepare", len(images)):
-                batch = self.preparer.prepare(images)
+        for batch, superseded in self._prepared_batches():
             n_ok = len(batch.ok_positions)
             if self.measure_inputs is not None and n_ok:
                 with timed(self.timer, "qc", 0):  # its images are counted once, after inference
@@ -222,7 +273,11 @@ class _SerialWriter:
 
 
 def run(
-    config: RunConfig, progress: ProgressCallback | None = None, stop: threading.Event | None = None, timer: StageTimer | None = None
+    config: RunConfig,
+    progress: ProgressCallback | None = None,
+    stop: threading.Event | None = None,
+    timer: StageTimer | None = None,
+    backend: Backend | None = None,
 ) -> RunSummary:
     """Run the whole job in this process. Raises AllbatchError for user-facing problems before anything is written.
 
@@ -231,21 +286,28 @@ def run(
     folder table, all under the plan's lock. ``stop``: when set (the CLI sets it on SIGINT/SIGTERM) the run
     stops after the chunk in flight: its rows and every queued row are committed, the file is left in its
     working layout for ``--resume``, and the summary says ``interrupted``. ``timer`` (optional) accumulates
-    each stage's time (see ``allbatch.core.stage_timer``); None costs nothing.
+    each stage's time (see ``allbatch.core.stage_timer``); None costs nothing. ``backend``: an entered backend
+    built for this config (``run.plan.open_backend``) to use instead of opening one; the caller keeps it open
+    across runs (the benchmark's rounds: the model's start-up is paid once, as the DALI pipeline's is).
     """
     with plan_run(config) as plan:
-        return execute(plan, progress, stop, timer)
+        return execute(plan, progress, stop, timer, backend)
 
 
 def execute(
-    plan: RunPlan, progress: ProgressCallback | None = None, stop: threading.Event | None = None, timer: StageTimer | None = None
+    plan: RunPlan,
+    progress: ProgressCallback | None = None,
+    stop: threading.Event | None = None,
+    timer: StageTimer | None = None,
+    backend: Backend | None = None,
 ) -> RunSummary:
     """Run a planned job in this process (``run`` without the planning): backend, preparer, producer and
     consumer threads, writer, folder table. The plan's lock stays with the caller."""
     stop = stop or threading.Event()
     config, files, record = plan.config, plan.files, plan.record
     tally = Tally(len(files))
-    with plan.open_backend() as backend:
+    # An open backend handed in by the caller stays open (nullcontext); else this run opens and closes its own.
+    with plan.open_backend() if backend is None else contextlib.nullcontext(backend) as backend:
         decoder = plan.decoder_for(backend.name)
         if stop.is_set():  # stopped while the model loaded: nothing is written
             summary = tally.summary(config.output, backend.name, decoder, backend.device)
@@ -277,6 +339,7 @@ def execute(
                     tally=tally,
                     timer=timer,
                     measure_inputs=qc_stage.measure_inputs,
+                    run_ahead=not config.serial,
                 )
                 consumer = _Consumer(producer, backend, background, tally, progress, stop, config, started, qc_stage, timer)
                 try:
@@ -299,6 +362,14 @@ def execute(
     summary = tally.summary(config.output, backend.name, decoder, backend.device, time.perf_counter() - started)
     summary.interrupted = consumer.interrupted
     summary.startup_seconds = startup_seconds
+    # Issue 22: start-up (model, backend, decoder pipeline) and the steady rate are reported apart.
+    log.info(
+        "start-up %.2f s; %d images in %.2f s (%.1f images/s)",
+        startup_seconds,
+        summary.processed,
+        summary.seconds,
+        summary.images_per_second,
+    )
     if not summary.interrupted:  # an interrupted run is not finished: its folder table waits for the resume
         summary.groups = plan.write_groups()
     return summary
@@ -359,6 +430,12 @@ class _Consumer:
         return None
 
     def run(self) -> None:
+        # Pipelined (issue 22): each chunk is launched (``backend.submit``: queued on the device by an
+        # asynchronous backend) before the previous chunk is completed (its outputs waited for, measured and
+        # written), so the device computes chunk k+1 while this thread finishes chunk k. With a synchronous
+        # backend, in the serial mode or with ``tuning.overlap_infer`` off, each chunk is completed at once.
+        overlap = self.backend.submits_async and self.config.tuning.overlap_infer and not self.config.serial
+        previous: _InFlight | None = None
         for work in self._works():
             batch = work.batch
             start = 0
@@ -367,20 +444,39 @@ class _Consumer:
                     break
                 size = next_chunk_size(self.seconds_per_image, self.config.batch_size, self.config.infer_chunk_seconds)
                 stop_at = min(len(batch.images), start + size)
-                self._infer_and_submit(slice_batch(batch, start, stop_at))
-                self.superseded.extend(row for position, row in work.superseded_rows.items() if start <= position < stop_at)
+                launched = self._launch(slice_batch(batch, start, stop_at))
+                launched.superseded = [row for position, row in work.superseded_rows.items() if start <= position < stop_at]
+                if previous is not None:
+                    self._complete(previous)
+                previous = launched
+                if not overlap:
+                    self._complete(previous)
+                    previous = None
                 start = stop_at
+        if previous is not None:  # the last chunk (also after a stop: the rows in flight are committed)
+            self._complete(previous)
         self.interrupted = self.stop.is_set()
         if self.interrupted:
             log.warning("stop requested: the rows in flight are committed, then the run stops")
 
-    def _infer_and_submit(self, chunk: PreparedBatch) -> None:
+    def _launch(self, chunk: PreparedBatch) -> _InFlight:
+        """Start inference of ``chunk``'s decoded images (nothing to start when none decoded)."""
         n_ok = len(chunk.ok_positions)
-        if n_ok:
-            began = time.perf_counter()
+        if not n_ok:
+            return _InFlight(chunk, None, 0.0)
+        began = time.perf_counter()
+        with timed(self.timer, "infer", 0):  # its images are counted when its outputs arrive
+            pending = self.backend.submit(chunk.inputs)
+        return _InFlight(chunk, pending, began)
+
+    def _complete(self, flight: _InFlight) -> None:
+        """Wait for ``flight``'s outputs, then measure, write and count its rows."""
+        chunk = flight.chunk
+        n_ok = len(chunk.ok_positions)
+        if flight.pending is not None:
             with timed(self.timer, "infer", n_ok):
-                output = self.backend.infer(chunk.inputs)
-            self.seconds_per_image = (time.perf_counter() - began) / n_ok
+                output = flight.pending.result()
+            self.seconds_per_image = (time.perf_counter() - flight.began) / n_ok
         else:
             output = InferenceOutput.empty(len(CLASS_NAMES), 0)
         qc = None
@@ -390,6 +486,7 @@ class _Consumer:
         rows = rows_for(chunk, output, qc)
         with timed(self.timer, "write", len(chunk.images)):
             self.background.submit(rows)
+        self.superseded.extend(flight.superseded)
         self.tally.add_rows(rows)
         if self.progress is not None:
             seconds = time.perf_counter() - self.started

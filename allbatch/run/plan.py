@@ -179,7 +179,15 @@ def open_backend(config: RunConfig, artifact: ModelArtifact, name: str | None = 
     precision, not yet entered. Every executor creates its backends here (Ray's actors and probe too)."""
     from allbatch.backends.select import create_backend
 
-    return create_backend(name or config.backend, artifact, max_batch=config.batch_size, precision=config.precision)
+    tuning = config.tuning
+    return create_backend(
+        name or config.backend,
+        artifact,
+        max_batch=config.batch_size,
+        precision=config.precision,
+        cuda_graphs=tuning.cuda_graphs,
+        torch_compile=tuning.torch_compile,
+    )
 
 
 def decoder_for(decoder: str, backend_name: str) -> str:
@@ -194,7 +202,9 @@ def decoder_for(decoder: str, backend_name: str) -> str:
 
 
 def make_preparer(decoder: str, artifact: ModelArtifact, config: RunConfig) -> Preparer:
-    """The decode/segment/assemble stage for a resolved decoder name ("cpu", "dali", "dali-cpu")."""
+    """The decode/segment/assemble stage for a resolved decoder name ("cpu", "dali", "dali-cpu"), ready to run:
+    a DALI preparer has its pipeline built and warmed (or borrowed from an earlier run of this process,
+    ``prepare.dali.pipeline_cache``) before this returns, so start-up stays off the run's clock."""
     manifest = artifact.manifest
     threads = config.decode_threads if config.decode_threads is not None else auto_decode_threads()
     if decoder == "cpu":
@@ -203,13 +213,17 @@ def make_preparer(decoder: str, artifact: ModelArtifact, config: RunConfig) -> P
         return PillowPreparer(manifest.prep, manifest.seg, threads=threads)
     from allbatch.prepare.dali.preparer import DaliPreparer
 
-    return DaliPreparer(
+    preparer = DaliPreparer(
         manifest.prep,
         manifest.seg,
         device="gpu" if decoder == "dali" else "cpu",
         max_batch=config.batch_size,
         num_threads=threads,
+        prefetch_depth=config.tuning.prefetch_depth,
+        fancy_upsampling=config.tuning.fancy_upsampling,
     )
+    preparer.ready()
+    return preparer
 
 
 def plan_run(config: RunConfig) -> RunPlan:

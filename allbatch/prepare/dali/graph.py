@@ -33,16 +33,26 @@ _HUE_LIFT = 64
 64 * 4096 makes it non-negative; truncation then equals the floor that OpenCV's ``>>`` computes."""
 
 
-def decode(encoded: DataNode, device: Device) -> DataNode:
+def decode(encoded: DataNode, device: Device, fancy_upsampling: bool = True) -> DataNode:
     """Encoded file bytes (1-D uint8 per sample, host) -> (H, W, 3) uint8 RGB, layout HWC.
 
     ``device="gpu"`` uses DALI's ``mixed`` decoder (nvJPEG / nvImageCodec, output on the GPU);
     ``device="cpu"`` decodes on the host (libjpeg-turbo for JPEG). EXIF orientation is applied.
+
+    ``fancy_upsampling`` sets the decoder's ``jpeg_fancy_upsampling``: the mixed decoder then upsamples
+    subsampled JPEG chroma with libjpeg-turbo's "fancy" (triangular) filter, as the CPU decoders (DALI's and
+    Pillow's, the CPU path) do; without it nvJPEG replicates chroma samples, the cause of the CPU/GPU label
+    differences of issue 22. DALI's CPU decoder upsamples "fancy" either way.
     """
     from nvidia.dali import fn
     from nvidia.dali.types import DALIImageType
 
-    return fn.decoders.image(encoded, device="mixed" if device == "gpu" else "cpu", output_type=DALIImageType.RGB)
+    return fn.decoders.image(
+        encoded,
+        device="mixed" if device == "gpu" else "cpu",
+        output_type=DALIImageType.RGB,
+        jpeg_fancy_upsampling=fancy_upsampling,
+    )
 
 
 def blank_bottom(rgb: DataNode, anchor: DataNode, rows: DataNode) -> DataNode:

@@ -1,13 +1,18 @@
-"""Keep one bad file from failing a DALI batch: header pre-validation, then a bisecting retry.
+"""Keep one bad file from failing a DALI batch: header pre-validation, then dropping the file DALI names.
 
 DALI cannot skip a sample that fails to decode (DALI issue 3913): the whole batch raises. So:
 
 1. ``allbatch.input.image_check.check_image`` (the acceptance rule shared with the Pillow path) refuses bad
    files on the host before the batch is built and returns each image's size for the rest.
-2. ``run_isolating`` runs a batch through any ``run(list) -> result`` callable; when it raises an
-   error that belongs to an item (``is_item_error``), the batch is split in halves and each half is
-   run again, down to single items, which are reported with their error. Every item ends up in
-   exactly one successful chunk or in the failures, in input order.
+2. A file that passes the check but fails in DALI (nvJPEG is stricter than libjpeg-turbo on some
+   streams) is named by DALI's error ("Failed to decode sample #i"): ``drop_and_rerun`` records that
+   item's error and runs the rest of the batch once more, on the same pipeline (issue 22: one bad file
+   among 256 costs one extra run of its batch, not a bisect of pipeline rebuilds).
+3. ``run_isolating`` is the fallback for errors that name no item (and for host out-of-memory): the batch
+   is split in halves and each half is run again, down to single items, which are reported with their
+   error.
+
+Either way every item ends up in exactly one successful chunk or in the failures, in input order.
 """
 
 from __future__ import annotations
@@ -75,6 +80,53 @@ def run_isolating(items: Sequence[T], run: Callable[[list[T]], R], is_item_error
     return outcome
 
 
+def drop_and_rerun(
+    items: Sequence[T],
+    error: Exception,
+    run: Callable[[list[T]], R],
+    is_item_error: Callable[[Exception], bool],
+    failed_item: Callable[[Exception], int | None],
+) -> Isolated[R]:
+    """Finish a batch whose run over all ``items`` raised ``error``: drop the item each error names and run
+    the others again, until a run succeeds; an error that names no item is bisected (``run_isolating``).
+
+    Args:
+        items: the batch that failed (non-empty).
+        error: what running all of ``items`` raised (that run is counted in ``runs``).
+        run: as for ``run_isolating``.
+        is_item_error: as for ``run_isolating``; other errors are re-raised.
+        failed_item: the position (in the list given to that run) of the item an error names, or None.
+    Returns:
+        the successful chunk(s) and the failures; together they cover every position once, in order.
+    """
+    outcome: Isolated[R] = Isolated(runs=1)
+    positions = list(range(len(items)))
+    while True:
+        if not is_item_error(error):
+            raise error
+        index = failed_item(error)
+        if index is None or not 0 <= index < len(positions):
+            break
+        outcome.failures[positions.pop(index)] = error
+        if not positions:
+            return outcome
+        outcome.runs += 1
+        try:
+            result = run([items[p] for p in positions])
+        except Exception as exc:  # noqa: BLE001 - examined at the top of the loop
+            error = exc
+            continue
+        outcome.chunks.append((positions, result))
+        return outcome
+    log.debug("a batch of %d failed without naming an item (%s); bisecting", len(positions), error)
+    rest = run_isolating([items[p] for p in positions], run, is_item_error)
+    outcome.runs += rest.runs
+    outcome.chunks.extend(([positions[i] for i in chunk], result) for chunk, result in rest.chunks)
+    outcome.failures.update({positions[i]: exc for i, exc in rest.failures.items()})
+    outcome.failures = dict(sorted(outcome.failures.items()))
+    return outcome
+
+
 _DALI_OPERATOR = re.compile(r"Error in (?:CPU|GPU|MIXED) operator `([^`]+)`", re.IGNORECASE)
 _DALI_DETAIL = re.compile(r"encountered:\s*(.+?)(?:\nC\+\+ context|\nCurrent pipeline object|\Z)", re.DOTALL)
 _DECODER_OPERATORS = ("nvidia.dali.fn.decoders.image",)
@@ -84,6 +136,17 @@ def dali_failed_operator(exc: Exception) -> str | None:
     """The DALI operator named in a pipeline error (e.g. "nvidia.dali.fn.decoders.image"), if any."""
     match = _DALI_OPERATOR.search(str(exc))
     return match.group(1) if match else None
+
+
+_DALI_SAMPLE = re.compile(r"Failed to decode sample #(\d+)")
+
+
+def failed_sample(exc: Exception) -> int | None:
+    """The batch position of the sample a DALI decoder error names ("Failed to decode sample #i"), if any."""
+    if not is_decode_error(exc):
+        return None
+    match = _DALI_SAMPLE.search(str(exc))
+    return int(match.group(1)) if match else None
 
 
 def is_decode_error(exc: Exception) -> bool:

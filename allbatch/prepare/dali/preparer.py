@@ -4,9 +4,15 @@
 (no host copy of image data). ``device="cpu"``: the same graph on DALI's CPU operators, the model input
 is a NumPy array (what CI runs; equal to the Pillow/NumPy path for images already at the model size).
 
-Stream contract (GPU): all work of ``prepare`` is ordered on the preparer's own CuPy stream, and
-``prepare`` synchronises that stream before returning, so the returned CuPy array is complete and may be
+Running ahead (issue 22): ``prepare`` is ``finish(start(images))``. ``start`` checks the files (on worker
+threads) and feeds them to DALI; ``finish`` takes DALI's outputs, isolates bad files and assembles. The
+run's producer starts batch k+1 before it finishes batch k (``allbatch.run.engine``), so DALI decodes one
+batch while the producer checks the next and assembles the last; the order of the batches never changes.
+
+Stream contract (GPU): all work of ``finish`` is ordered on the preparer's own CuPy stream, and
+``finish`` synchronises that stream before returning, so the returned CuPy array is complete and may be
 read from any stream or thread (e.g. the backend's stream in the consumer thread) without more waiting.
+That wait is in the producer thread, which runs ahead of the network, not in the consumer.
 """
 
 from __future__ import annotations
@@ -24,8 +30,15 @@ from allbatch.core.status import ImageStatus
 from allbatch.input.image_check import DEFAULT_MAX_PIXELS, DecodeFailure, ImageHeader, check_image
 from allbatch.prepare.assemble import InputDtype, assemble_pair
 from allbatch.prepare.dali.graph import Device
-from allbatch.prepare.dali.isolation import dali_error_message, is_decode_error, is_host_memory_error, run_isolating
-from allbatch.prepare.dali.pipeline import DaliRunner, GraphBatch
+from allbatch.prepare.dali.isolation import (
+    Isolated,
+    dali_error_message,
+    drop_and_rerun,
+    failed_sample,
+    is_decode_error,
+    is_host_memory_error,
+)
+from allbatch.prepare.dali.pipeline import DEFAULT_PREFETCH_DEPTH, DaliRunner, GraphBatch
 from allbatch.prepare.preprocessing import Preprocessing
 from allbatch.prepare.segment import SegmentationParams
 
@@ -68,6 +81,14 @@ class _Candidate:
 
 
 @dataclass
+class PendingBatch:
+    """A batch ``DaliPreparer.start`` fed to DALI: its images, and each DALI run's candidates and ticket."""
+
+    images: list[EncodedImage]
+    runs: list[tuple[list[_Candidate], int]]
+
+
+@dataclass
 class _Part:
     """Rows of one successful DALI run: batch positions, and which graph rows to keep."""
 
@@ -88,6 +109,9 @@ class DaliPreparer:
         max_pixels: images with more pixels are refused (status too_large) before decoding.
         input_dtype: model input element type; float32 unless an engine takes float16.
         max_run_pixels: decoded pixels per DALI run (``DEFAULT_MAX_RUN_PIXELS``): bounds DALI's memory.
+        prefetch_depth: DALI runs in flight at most (``DaliRunner``); 1 decodes each batch while the caller waits.
+        fancy_upsampling: the decoder's ``jpeg_fancy_upsampling`` (``graph.decode``): on, the GPU upsamples JPEG
+            chroma as the CPU path does.
     """
 
     def __init__(
@@ -101,6 +125,8 @@ class DaliPreparer:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         input_dtype: InputDtype = "float32",
         max_run_pixels: int = DEFAULT_MAX_RUN_PIXELS,
+        prefetch_depth: int = DEFAULT_PREFETCH_DEPTH,
+        fancy_upsampling: bool = True,
     ) -> None:
         self.name = "dali" if device == "gpu" else "dali-cpu"
         self.prep = prep
@@ -112,7 +138,10 @@ class DaliPreparer:
         self.max_run_pixels = max_run_pixels
         self.runs = 0
         """DALI runs asked for by ``prepare`` (before any bisection of a failing run)."""
-        self.runner = DaliRunner(prep, seg, device, max_batch, num_threads, device_id)
+        self.prefetch_depth = prefetch_depth
+        self.runner = DaliRunner(
+            prep, seg, device, max_batch, num_threads, device_id, prefetch_depth=prefetch_depth, fancy_upsampling=fancy_upsampling
+        )
         self._checker = ThreadPoolExecutor(max_workers=max(1, num_threads), thread_name_prefix="allbatch-check")
 
     def _check(self, image: EncodedImage) -> ImageHeader | None:
@@ -136,16 +165,33 @@ class DaliPreparer:
             if header is not None and image.data is not None
         ]
 
+    def ready(self) -> None:
+        """Build (or borrow from the process cache) the warmed DALI pipeline now: start-up, before the run's clock."""
+        self.runner.ready()
+
     def _run(self, chunk: list[_Candidate]) -> GraphBatch:
         return self.runner.run([c.data for c in chunk], [c.header.height for c in chunk])
 
-    def _decode(self, images: list[EncodedImage], candidates: list[_Candidate]) -> list[_Part]:
-        parts: list[_Part] = []
+    def start(self, images: list[EncodedImage]) -> PendingBatch:
+        """Check ``images`` and feed the accepted ones to DALI (in runs bounded by ``max_batch`` and
+        ``max_run_pixels``); DALI starts decoding at once. Refused images get their status here."""
+        candidates = self._candidates(images)
         pixels = [c.header.height * c.header.width for c in candidates]
+        runs = []
         for span in pixel_bounded_chunks(pixels, self.max_batch, self.max_run_pixels):
             chunk = candidates[span.start : span.stop]
             self.runs += 1
-            isolated = run_isolating(chunk, self._run, lambda exc: is_decode_error(exc) or is_host_memory_error(exc))
+            runs.append((chunk, self.runner.submit([c.data for c in chunk], [c.header.height for c in chunk])))
+        return PendingBatch(images, runs)
+
+    def _decode(self, pending: PendingBatch) -> list[_Part]:
+        images = pending.images
+        parts: list[_Part] = []
+        for chunk, ticket in pending.runs:
+            try:
+                isolated = Isolated(chunks=[(list(range(len(chunk))), self.runner.result(ticket))], runs=1)
+            except Exception as exc:  # noqa: BLE001 - drop_and_rerun re-raises what is not an item's fault
+                isolated = drop_and_rerun(chunk, exc, self._run, lambda e: is_decode_error(e) or is_host_memory_error(e), failed_sample)
             if isolated.failures:
                 log.info("%d of %d images failed to decode in DALI (%d runs)", len(isolated.failures), len(chunk), isolated.runs)
             for index, error in isolated.failures.items():
@@ -177,12 +223,19 @@ class DaliPreparer:
         return _Part(positions, rows, graph)
 
     def prepare(self, images: list[EncodedImage]) -> PreparedBatch:
-        """Decode, segment and assemble ``images``; failed ones get their status and error set.
+        """Decode, segment and assemble ``images`` now (``finish(start(images))``); failed ones get their
+        status and error set.
 
         Returns:
             inputs (n_ok, 2, 3, S, S) ``input_dtype``: NumPy ("cpu") or a complete CuPy array ("gpu").
         """
-        parts = self._decode(images, self._candidates(images))
+        return self.finish(self.start(images))
+
+    def finish(self, pending: PendingBatch) -> PreparedBatch:
+        """The prepared batch of a ``start``-ed one: DALI's outputs (bad files dropped and the rest run again,
+        see ``isolation``), assembled. Batches must be finished in the order they were started."""
+        images = pending.images
+        parts = self._decode(pending)
         fractions = np.full(len(images), np.nan, dtype=np.float32)
         sizes = np.zeros((len(images), 2), dtype=np.int32)
         for part in parts:

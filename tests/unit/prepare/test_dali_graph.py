@@ -92,9 +92,11 @@ def test_unknown_channel_order_is_refused() -> None:
 
 @pytest.mark.realdata
 def test_runner_matches_the_numpy_path_exactly_on_development_images() -> None:
+    from allbatch.prepare.dali import pipeline_cache
     from allbatch.prepare.dali.pipeline import DaliRunner
 
     datas = [path.read_bytes() for path in development_files(require_dataset())]
+    builds = pipeline_cache.stats().builds
     runner = DaliRunner(Preprocessing(), SEG, "cpu", max_batch=32, num_threads=2)
     for start in (0, 32):
         batch = runner.run(datas[start : start + 32])
@@ -107,7 +109,7 @@ def test_runner_matches_the_numpy_path_exactly_on_development_images() -> None:
             assert batch.mask_pixels[row] == ref_mask.sum()
             assert batch.mask_fraction[row] == ref_mask.mean()
             assert tuple(batch.shapes[row]) == (224, 224, 3)
-    assert runner.builds == 1
+    assert pipeline_cache.stats().builds <= builds + 1 and runner.rebuilds == 0  # one pipeline (or one built earlier) ran both
 
 
 @pytest.mark.parametrize("fraction", [48 / 224, 0.5, 0.25, 1.0])

@@ -144,3 +144,42 @@ def test_input_measures_taken_while_preparing_give_the_same_columns_in_every_chu
             assert set(got) == set(expected)
             for key in expected:
                 np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
+
+
+class _DeviceColumn:
+    """A stand-in for a CuPy array (the boundary we cannot run here): ``get`` is a device-to-host copy, counted."""
+
+    copies = 0
+
+    def __init__(self, values: np.ndarray) -> None:
+        self.values = values
+        self.dtype, self.shape, self.size = values.dtype, values.shape, values.size
+
+    def astype(self, dtype: object) -> np.ndarray:
+        return self.values.astype(dtype)
+
+    def get(self) -> np.ndarray:
+        _DeviceColumn.copies += 1
+        return self.values.copy()
+
+
+def test_qc_columns_come_to_the_host_in_one_copy_and_exactly() -> None:
+    from allbatch.qc.stage import to_host_once
+
+    rng = np.random.default_rng(5)
+    columns = {
+        "blur": rng.random(7, dtype=np.float32) * 1e4,
+        "colour": np.where(rng.random((7, 4)) < 0.2, np.nan, rng.random((7, 4))).astype(np.float32),
+        "components": rng.integers(-(2**31), 2**31 - 1, 7, dtype=np.int32),
+        "flags": rng.integers(0, 2**16, 7, dtype=np.uint16),
+        "big": np.array([2**62 + 1] * 7, dtype=np.int64),  # a float64 would round it: copied on its own
+        "host": np.arange(7, dtype=np.float32),
+    }
+    device = {key: value if key == "host" else _DeviceColumn(value) for key, value in columns.items()}
+    _DeviceColumn.copies = 0
+    host = to_host_once(device)
+    assert _DeviceColumn.copies == 1  # only the int64 column; the others travel in one joined copy
+    assert list(host) == list(columns)
+    for key, value in columns.items():
+        assert host[key].dtype == value.dtype and host[key].shape == value.shape
+        np.testing.assert_array_equal(host[key], value)  # NaN positions included

@@ -98,14 +98,22 @@ def test_dali_host_memory_errors_are_bisected_down_to_the_image(monkeypatch: pyt
 
     datas = [encode(smear_like(k, (40 + k, 50)), "PNG") for k in range(5)]
     preparer = DaliPreparer(Preprocessing(), SegmentationParams(), device="cpu", max_batch=8)
-    real_run = preparer.runner.run
+    real_submit, real_result = preparer.runner.submit, preparer.runner.result
+    fed: dict[int, list[bytes]] = {}
 
-    def run_or_fail(encoded: list[bytes], heights: list[int] | None = None) -> object:
-        if datas[3] in encoded:
+    def submit(encoded: list[bytes], heights: list[int] | None = None) -> int:
+        ticket = real_submit(encoded, heights)
+        fed[ticket] = list(encoded)
+        return ticket
+
+    def result_or_fail(ticket: int) -> object:
+        outputs = real_result(ticket)
+        if datas[3] in fed[ticket]:  # what DALI raises when a run does not fit in host memory
             raise RuntimeError("std::bad_alloc")
-        return real_run(encoded, heights)
+        return outputs
 
-    monkeypatch.setattr(preparer.runner, "run", run_or_fail)
+    monkeypatch.setattr(preparer.runner, "submit", submit)
+    monkeypatch.setattr(preparer.runner, "result", result_or_fail)
     batch = preparer.prepare([encoded_from_bytes(i, f"img{i}.png", d) for i, d in enumerate(datas)])
     preparer.close()
     assert [image.status for image in batch.images] == [ImageStatus.OK] * 3 + [ImageStatus.TOO_LARGE, ImageStatus.OK]

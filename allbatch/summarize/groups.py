@@ -101,7 +101,7 @@ class VerdictRule:
             return "the model carries no measured Benign -> ALL error rate"
         return (
             f"Benign images called ALL: {e.errors} of {e.images} ({100 * e.rate:.1f} %, model manifest {e.source}); "
-            f"one-sided Clopper-Pearson {self.confidence:.0%} upper bound {100 * self.error_rate:.1f} %"
+            f"one-sided Clopper-Pearson {100 * self.confidence:.0f} % upper bound {100 * self.error_rate:.1f} %"
         )
 
     def describe(self) -> str:

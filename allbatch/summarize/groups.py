@@ -108,7 +108,7 @@ class VerdictRule:
         return (
             f"usable = ok and unflagged; fewer than {self.min_usable} usable -> {INSUFFICIENT}; "
             f"ALL when P(at least this many ALL votes | a Benign folder) < {self.alpha:g} at the error rate's upper bound, "
-            f"named by the subtype holding >= {self.subtype_share:.0%} of the ALL votes, else '{ALL_MIXED}'; "
+            f"named by the subtype holding >= {100 * self.subtype_share:.0f} % of the ALL votes, else '{ALL_MIXED}'; "
             f"otherwise {BENIGN_CLASS}. Rates: {self.describe_rates()}"
             + (f"; without a rate no folder is called ({NO_RATE})" if self.benign_errors is None else "")
         )

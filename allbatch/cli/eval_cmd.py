@@ -25,9 +25,22 @@ def eval_command(
         bool,
         typer.Option(
             "--labels-from-folders/--no-labels-from-folders",
-            help="Take each image's true class from the name of its folder (currently the only label source).",
+            help="Take each image's true class from the name of its folder (unless --labels is given).",
         ),
     ] = True,
+    labels: Annotated[
+        Path | None,
+        typer.Option(
+            "--labels",
+            help="CSV of 'path or file name, class' rows (an archive by patient, mixed folders too); classes as folder names accept them.",
+        ),
+    ] = None,
+    include_not_a_smear: Annotated[
+        bool,
+        typer.Option(
+            "--include-not-a-smear", help="Also evaluate images flagged as not a smear (small, blurred, off-colour; left out by default)."
+        ),
+    ] = False,
     class_map: Annotated[
         list[str] | None,
         typer.Option(
@@ -44,7 +57,7 @@ def eval_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No tables; only errors (and --json output).")] = False,
     force: ForceOption = False,
 ) -> None:
-    """Compare the predictions in RESULTS with the classes named by the images' folders."""
+    """Compare the predictions in RESULTS with the classes named by the images' folders, or by a --labels file."""
     from allbatch.evaluation import EvalConfig, evaluate_results
     from allbatch.evaluation.report import png_unavailable_reason, render_report, save_confusion_png, to_json
     from allbatch.results.reader import incomplete_run_warning
@@ -60,7 +73,13 @@ def eval_command(
     warning = incomplete_run_warning(results) if results.is_file() else None  # a missing file: evaluate_results says so
     if warning:
         print_warning(warning)
-    config = EvalConfig(labels_from_folders=labels_from_folders, class_map=tuple(class_map or ()), threshold=threshold)
+    config = EvalConfig(
+        labels_from_folders=labels_from_folders,
+        class_map=tuple(class_map or ()),
+        threshold=threshold,
+        labels_file=labels,
+        include_not_a_smear=include_not_a_smear,
+    )
     result = evaluate_results(results, config)
     json_to_stdout = json_out is not None and str(json_out) == "-"
     console = make_console(stderr=json_to_stdout, quiet=quiet)

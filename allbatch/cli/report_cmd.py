@@ -18,6 +18,10 @@ def report_command(
     images: Annotated[
         Path | None, typer.Option("--images", help="Where the images are now, if they moved since the run (default: the run's input root).")
     ] = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option("--labels", help="CSV of 'path or file name, class' rows: show the metrics against it (as allbatch eval --labels)."),
+    ] = None,
     force: ForceOption = False,
 ) -> None:
     """Write a self-contained HTML report of RESULTS: provenance, counts, folder verdicts, flagged images, failures, metrics."""
@@ -27,6 +31,6 @@ def report_command(
     if not results.is_file():
         raise UserInputError(f"results file not found: {results}")
     check_writable_target(out, force=force, example="report.html")
-    content, seconds = write_report(results, out, group_by=parse_group_by(group_by), image_root=images)
+    content, seconds = write_report(results, out, group_by=parse_group_by(group_by), image_root=images, labels_file=labels)
     size = out.stat().st_size
     typer.echo(f"report of {content.n_rows} images ({content.n_flagged} flagged) -> {out} ({size / 1e6:.2f} MB, {seconds:.1f} s)")

@@ -145,6 +145,8 @@ def summary_lines(summary: RunSummary) -> list[str]:
     skipped = f"; {summary.skipped} skipped (committed by an earlier run)" if summary.skipped else ""
     classes = ", ".join(f"{name} {count}" for name, count in summary.class_counts.items())
     earlier = f" ({summary.failed_this_run} in this run)" if summary.failed != summary.failed_this_run else ""
+    if summary.not_a_smear:  # flagged small, blurred or off-colour: their labels are in the file, not in these totals
+        classes += f"; not a smear {summary.not_a_smear}"
     return [
         f"this run: {summary.processed} images classified in {summary.seconds:.1f} s ({summary.images_per_second:.1f} img/s){skipped}; "
         f"{summary.backend} on {summary.device}, decoder {summary.decoder} -> {printable(summary.output)}",

@@ -28,7 +28,9 @@ def _fmt(value: float, percent: bool = True) -> str:
 def metrics_table(result: EvaluationResult) -> Table:
     """Per class, the macro average, accuracy, and the ALL-vs-benign screening view in one table."""
     mc, sc = result.multiclass, result.screening
-    table = Table(title=f"allbatch eval: {mc.n} images from {result.results_path or 'results'}", title_justify="left")
+    table = Table(
+        title=f"allbatch eval: {mc.n} images from {result.results_path or 'results'} against {result.label_source}", title_justify="left"
+    )
     table.add_column("Class")
     for column in ("Support", "Precision", "Sensitivity", "Specificity", "F1"):
         table.add_column(column, justify="right")
@@ -111,12 +113,29 @@ def render_report(result: EvaluationResult) -> Group:
                 len(result.failed),
             )
         )
-    if result.unlabelled:
+    if result.not_a_smear:
+        parts.append(
+            _listing(
+                f"{_images(len(result.not_a_smear))} flagged as not a smear (small, blurred or off-colour), not evaluated "
+                "(--include-not-a-smear evaluates them):",
+                result.not_a_smear,
+                len(result.not_a_smear),
+            )
+        )
+    if result.unlabelled and result.label_source != "folder names":
+        parts.append(
+            _listing(
+                f"{_images(len(result.unlabelled))} without a row in the {result.label_source}, not evaluated:",
+                result.unlabelled,
+                len(result.unlabelled),
+            )
+        )
+    elif result.unlabelled:
         folders = ", ".join(f"{name!r} ({count})" for name, count in sorted(result.unlabelled_folders.items()))
         parts.append(
             _listing(
                 f"{_images(len(result.unlabelled))} in folders that name no class, not evaluated: {folders}; "
-                f"map a folder with --class-map '{min(result.unlabelled_folders)}=Class'",
+                f"map a folder with --class-map '{min(result.unlabelled_folders)}=Class' or give --labels labels.csv",
                 result.unlabelled,
                 len(result.unlabelled),
             )
@@ -155,7 +174,9 @@ def to_json(result: EvaluationResult) -> dict[str, Any]:
             "unlabelled": len(result.unlabelled),
             "misclassified": len(result.misclassified),
             "flagged": len(result.flagged),
+            "not_a_smear": len(result.not_a_smear),
         },
+        "labels": result.label_source,
         "accuracy": _num(mc.accuracy),
         "confusion": {"rows": "truth", "columns": "predicted", "matrix": mc.confusion.tolist()},
         "per_class": {
@@ -202,6 +223,7 @@ def to_json(result: EvaluationResult) -> dict[str, Any]:
         "misclassified": [_reviewed(m) for m in result.misclassified],
         "flagged": [_reviewed(m) for m in result.flagged],
         "unlabelled": {"folders": dict(sorted(result.unlabelled_folders.items())), "paths": list(result.unlabelled)},
+        "not_a_smear": list(result.not_a_smear),
         "notes": result.notes,
     }
 

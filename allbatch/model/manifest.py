@@ -133,3 +133,58 @@ def load_model_artifact(onnx_path: Path | None = None) -> ModelArtifact:
     if tuple(manifest.class_names) != CLASS_NAMES:
         raise ModelError(f"model classes {manifest.class_names} differ from allbatch's {list(CLASS_NAMES)}")
     return ModelArtifact(onnx_path=path, manifest=manifest)
+
+
+BENIGN_CLASS = "Benign"
+"""The one class that is not leukaemia; every other class of ``CLASS_NAMES`` is an ALL subtype."""
+RATE_SOURCES = (("test_part",), ("onnx_runtime", "plain"))
+"""Where in ``ModelManifest.validation`` the confusion matrix behind the verdict rates is read, first found
+wins: the model's held-out test part when it has one, else its validation part (ONNX Runtime, plain images)."""
+
+
+@dataclass(frozen=True)
+class BenignErrors:
+    """How often the model called a Benign image ALL where it was measured: ``errors`` of ``images``
+    Benign images were predicted as an ALL class; ``source`` names the manifest entry (``validation.test_part``)."""
+
+    errors: int
+    images: int
+    source: str
+
+    @property
+    def rate(self) -> float:
+        return self.errors / self.images if self.images else float("nan")
+
+
+def benign_errors_of(validation: dict[str, Any], class_names: tuple[str, ...] = CLASS_NAMES) -> BenignErrors | None:
+    """The Benign -> ALL error count of a manifest's ``validation`` field (the one place verdict rates are read).
+
+    Reads ``validation.test_part.confusion`` when present, else ``validation.onnx_runtime.plain.confusion``:
+    a (C, C) list of image counts, rows the true class, columns the prediction, in ``class_names`` order.
+    Errors are the Benign row's counts outside the Benign column. None when neither entry exists (a model
+    that was never measured, e.g. a test model).
+
+    Raises:
+        ModelError: the entry exists but is not a (C, C) matrix of non-negative integers, or has no Benign image.
+    """
+    for keys in RATE_SOURCES:
+        entry: Any = validation
+        for key in keys:
+            entry = entry.get(key) if isinstance(entry, dict) else None
+        if not isinstance(entry, dict) or "confusion" not in entry:
+            continue
+        source = "validation." + ".".join(keys)
+        confusion = entry["confusion"]
+        k = len(class_names)
+        if not (
+            isinstance(confusion, list)
+            and len(confusion) == k
+            and all(isinstance(row, list) and len(row) == k and all(isinstance(v, int) and v >= 0 for v in row) for row in confusion)
+        ):
+            raise ModelError(f"model manifest {source}.confusion must be a {k}x{k} matrix of image counts, got {confusion!r}")
+        row = confusion[class_names.index(BENIGN_CLASS)]
+        if sum(row) == 0:
+            raise ModelError(f"model manifest {source}.confusion has no Benign image: no Benign -> ALL error rate")
+        benign = class_names.index(BENIGN_CLASS)
+        return BenignErrors(errors=sum(v for j, v in enumerate(row) if j != benign), images=sum(row), source=source)
+    return None

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from enum import IntFlag
 
+import numpy as np
+import numpy.typing as npt
+
 
 class QcFlag(IntFlag):
     """Why an image is doubtful. 0 means no check fired. Stored as uint16 in ``/qc/flags``."""
@@ -43,6 +46,27 @@ REASON_ORDER = (
     QcFlag.ENERGY,
     QcFlag.UNCERTAIN,
 )
+
+
+NOT_A_SMEAR = QcFlag.SMALL | QcFlag.BLURRED | QcFlag.COLOUR
+"""The flags that say an image is not a usable smear (too small to read, out of focus or flat, not a smear's
+stain or colours: a grey picture, a photograph, another stain), as opposed to the flags that say a smear is
+doubtful (odd segmentation, far from the training images, unsure model: a smear the model may misread, still
+a smear). With the shipped model none of these fires on the 496 validation smears (their 7 flags are all
+``uncertain``, README, quality control). An image with any of them is counted as "not a smear":
+its label stays in results.h5 but reaches no class total, verdict or evaluation (unless asked for)."""
+NOT_A_SMEAR_WORD = "not a smear"
+"""How such an image is counted wherever a class name would otherwise appear."""
+
+
+def is_not_a_smear(flags: int) -> bool:
+    """Whether an image's /qc/flags value holds one of the ``NOT_A_SMEAR`` flags."""
+    return bool(flags & NOT_A_SMEAR)
+
+
+def not_a_smear_mask(flags: npt.ArrayLike) -> npt.NDArray[np.bool_]:
+    """(n,) bool: which of (n,) integer /qc/flags values hold a ``NOT_A_SMEAR`` flag."""
+    return (np.asarray(flags).astype(np.int64) & int(NOT_A_SMEAR)) != 0
 
 
 _REASON_BITS = tuple((int(flag), flag.word) for flag in REASON_ORDER)

@@ -22,7 +22,7 @@ from allbatch.evaluation import EvalConfig, EvaluationResult, evaluate_table
 from allbatch.model.manifest import ModelManifest
 from allbatch.prepare.preprocessing import Preprocessing
 from allbatch.prepare.segment import SegmentationParams
-from allbatch.qc.flags import flag_words, reason
+from allbatch.qc.flags import flag_words, not_a_smear_mask, reason
 from allbatch.qc.stats import parse_qc
 from allbatch.report.thumbs import Thumbnail, make_thumbnail
 from allbatch.results.reader import ResultsTable, read_results
@@ -35,6 +35,9 @@ MAX_LOW_CONFIDENCE_THUMBS = 24
 MAX_MISCLASSIFIED_THUMBS = 48
 MAX_TABLE_ROWS = 500
 """Rows listed per table (failed files, folders); the rest are counted."""
+LOW_CONFIDENCE_BELOW = 0.9
+"""The lowest-confidence section lists unflagged images whose predicted class has a probability below this
+(the page states it); images under the model's ``uncertain`` threshold are flagged and shown with the flagged."""
 
 
 @dataclass
@@ -60,6 +63,7 @@ class ReportContent:
     n_rows: int
     status_counts: dict[str, int]
     class_counts: dict[str, int]
+    """Ok images per predicted class, the ones flagged as not a smear left out (``n_not_a_smear``)."""
     n_flagged: int
     flag_counts: dict[str, int]
     groups: GroupTable
@@ -71,6 +75,12 @@ class ReportContent:
     evaluation: EvaluationResult | None
     misclassified: list[ImageCard] = field(default_factory=list)
     misclassified_flagged: int = 0
+    n_not_a_smear: int = 0
+    low_confidence_below: float = LOW_CONFIDENCE_BELOW
+    n_low_confidence: int = 0
+    """Unflagged images below ``low_confidence_below`` (``low_confidence`` shows the lowest of them)."""
+    run_history: list[dict[str, str]] = field(default_factory=list)
+    """The runs into the file, oldest first: started (UTC), mode, rows committed before it."""
 
     @property
     def class_names(self) -> list[str]:
@@ -117,9 +127,12 @@ def gather(
     rule: VerdictRule | None = None,
     thumbnails: bool = True,
     image_root: Path | None = None,
+    labels_file: Path | None = None,
+    low_confidence_below: float = LOW_CONFIDENCE_BELOW,
 ) -> ReportContent:
     """Read ``results`` and collect the report's content; thumbnails are read from ``image_root``
-    (default: the run's input root) unless ``thumbnails`` is False."""
+    (default: the run's input root) unless ``thumbnails`` is False. ``labels_file``: evaluate against it
+    (``allbatch eval --labels``; its errors are raised) instead of the folder names (shown only when they name classes)."""
     table = read_results(Path(results))
     attrs = table.attrs
     names = table.class_names
@@ -141,11 +154,14 @@ def gather(
     flagged_rows = flagged_rows[np.argsort(np.nan_to_num(max_prob[flagged_rows], nan=0.0), kind="stable")]
     unflagged_ok = np.flatnonzero(ok & (flags == 0))
     confidence = np.nan_to_num(table.probs[unflagged_ok].max(axis=1), nan=1.0) if len(unflagged_ok) else np.zeros(0)
+    below = confidence < low_confidence_below  # a list of the 24 "lowest" of confident images would alarm for nothing
+    unflagged_ok, confidence = unflagged_ok[below], confidence[below]
     lowest = unflagged_ok[np.argsort(confidence, kind="stable")[:MAX_LOW_CONFIDENCE_THUMBS]]
+    junk = ok & not_a_smear_mask(flags)
 
     manifest = _manifest(attrs)
     qc_stats = parse_qc(manifest.qc, manifest.num_features, len(manifest.class_names)) if manifest is not None and manifest.qc else None
-    evaluation = _evaluate(table, str(results))
+    evaluation = _evaluate(table, str(results), labels_file)
     misclassified: list[ImageCard] = []
     if evaluation is not None:
         row_of = {str(p): i for i, p in enumerate(table.paths)}
@@ -175,7 +191,7 @@ def gather(
         versions={str(k): str(v) for k, v in (versions or {}).items()},
         n_rows=len(table),
         status_counts=dict(sorted(Counter(_status_name(int(s)) for s in table.status).items())),
-        class_counts={name: int((table.labels[ok] == k).sum()) for k, name in enumerate(names)},
+        class_counts={name: int((table.labels[ok & ~junk] == k).sum()) for k, name in enumerate(names)},
         n_flagged=int((ok & (flags != 0)).sum()),
         flag_counts=dict(sorted(flag_counts.items(), key=lambda kv: -kv[1])),
         groups=summarize_groups(table, group_by, rule),
@@ -187,11 +203,22 @@ def gather(
         evaluation=evaluation,
         misclassified=misclassified,
         misclassified_flagged=sum(1 for m in evaluation.misclassified if m.flags) if evaluation is not None else 0,
+        n_not_a_smear=int(junk.sum()),
+        low_confidence_below=low_confidence_below,
+        n_low_confidence=len(unflagged_ok),
+        run_history=[
+            {"started": str(run.get("started_utc", "")), "mode": str(run.get("mode", "")), "before": str(run.get("committed_before", ""))}
+            for run in attrs.get("run_history") or []
+            if isinstance(run, dict)
+        ],
     )
 
 
-def _evaluate(table: ResultsTable, where: str) -> EvaluationResult | None:
-    """Metrics against folder labels when the folders name classes; None otherwise (an unlabelled archive)."""
+def _evaluate(table: ResultsTable, where: str, labels_file: Path | None = None) -> EvaluationResult | None:
+    """Metrics against ``labels_file`` (its errors raised), else against folder labels when the folders name
+    classes; None otherwise (an unlabelled archive)."""
+    if labels_file is not None:
+        return evaluate_table(table, EvalConfig(labels_file=Path(labels_file)), where)
     if not bool((table.status == ImageStatus.OK).any()):
         return None
     try:

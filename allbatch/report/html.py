@@ -15,6 +15,7 @@ from allbatch.core.errors import UserInputError
 from allbatch.report.content import MAX_TABLE_ROWS, ImageCard, ReportContent, gather
 from allbatch.report.svg import bar_chart
 from allbatch.summarize.groups import VerdictRule
+from allbatch.summarize.render import tail_text
 
 log = logging.getLogger("allbatch.report")
 TEMPLATE = Path(__file__).with_name("template.html.j2")
@@ -47,6 +48,7 @@ def render(content: ReportContent) -> str:
         generated=datetime.now(UTC).isoformat(timespec="seconds"),
         chart=Markup(bar_chart(content.class_counts)),
         render_card=render_card,
+        tail_text=tail_text,
         max_rows=MAX_TABLE_ROWS,
         escape=escape,
     )
@@ -59,6 +61,7 @@ def write_report(
     group_by: str = "parent",
     rule: VerdictRule | None = None,
     image_root: Path | None = None,
+    labels_file: Path | None = None,
 ) -> tuple[ReportContent, float]:
     """Build the report of ``results`` into ``out`` (written beside and renamed, so never half a file).
 
@@ -70,7 +73,7 @@ def write_report(
     if not out.parent.is_dir():
         raise UserInputError(f"the folder for {out} does not exist")
     started = time.perf_counter()
-    content = gather(results, group_by=group_by, rule=rule, image_root=image_root)
+    content = gather(results, group_by=group_by, rule=rule, image_root=image_root, labels_file=labels_file)
     page = render(content)
     write_text(out, page)
     seconds = time.perf_counter() - started

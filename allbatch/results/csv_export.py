@@ -8,7 +8,7 @@ from pathlib import Path
 
 from allbatch.core.errors import UserInputError
 from allbatch.core.status import ImageStatus
-from allbatch.qc.flags import reason
+from allbatch.qc.flags import NOT_A_SMEAR_WORD, flag_words, is_not_a_smear, reason
 from allbatch.results.reader import read_results
 
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
@@ -31,7 +31,9 @@ def export_csv(results: Path, out: Path) -> int:
 
     Columns: path, sha256, status (name, e.g. ``ok``), error, predicted (class name, "" for a failed
     image), confidence (its probability), flags (the /qc/flags bits as an integer), reason (one word:
-    "ok", the first quality flag, or "failed"), p_<Class> for each class, mask_fraction. Superseded rows
+    "ok", the first quality flag, or "failed"), flag_names (every set flag, e.g. ``blurred;colour;outlier``, ""
+    when none), counted_as (the class the image counts for in every total, "not a smear" for an image flagged
+    small, blurred or off-colour, "" for a failed one), p_<Class> for each class, mask_fraction. Superseded rows
     and rows past n_committed are left out. Text cells (file names and errors included) go through
     ``neutralise``, so a file named ``=HYPERLINK(...).jpg`` appears as ``'=HYPERLINK(...).jpg``.
     ResultsFileError for a file that is not a results file.
@@ -49,6 +51,8 @@ def export_csv(results: Path, out: Path) -> int:
         "confidence",
         "flags",
         "reason",
+        "flag_names",
+        "counted_as",
         *[f"p_{name}" for name in table.class_names],
         "mask_fraction",
     ]
@@ -57,6 +61,8 @@ def export_csv(results: Path, out: Path) -> int:
         writer.writerow(header)
         for i in range(len(table)):
             label = int(table.labels[i])
+            flags = int(table.flags[i])
+            counted_as = "" if label < 0 else NOT_A_SMEAR_WORD if is_not_a_smear(flags) else table.class_names[label]
             writer.writerow(
                 [
                     neutralise(str(table.paths[i])),
@@ -65,8 +71,10 @@ def export_csv(results: Path, out: Path) -> int:
                     neutralise(str(table.errors[i])),
                     neutralise(table.class_names[label]) if label >= 0 else "",
                     csv_number(float(table.probs[i, label])) if label >= 0 else "",
-                    int(table.flags[i]),
-                    neutralise(reason(int(table.flags[i]))) if label >= 0 else "failed",
+                    flags,
+                    neutralise(reason(flags)) if label >= 0 else "failed",
+                    ";".join(flag_words(flags)),
+                    neutralise(counted_as),
                     *[csv_number(float(p)) for p in table.probs[i]],
                     csv_number(float(table.mask_fraction[i])),
                 ]

@@ -12,7 +12,7 @@ import numpy.typing as npt
 
 from allbatch.core.errors import ResultsFileError
 from allbatch.core.status import ImageStatus
-from allbatch.qc.schema import QC_COLUMNS, empty_qc
+from allbatch.qc.schema import FLAGS, QC_COLUMNS, empty_qc
 from allbatch.results.schema import (
     CHUNK_ROWS,
     ERROR,
@@ -133,10 +133,18 @@ def _no_rows(n_classes: int) -> dict[str, Any]:
 
 def read_labels(path: Path, rows: Sequence[int]) -> npt.NDArray[np.int8]:
     """``/pred/label`` at committed ``rows`` of ``path`` (any order), -1 for failed images."""
+    return read_labels_and_flags(path, rows)[0]
+
+
+def read_labels_and_flags(path: Path, rows: Sequence[int]) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.uint16]]:
+    """``/pred/label`` (-1 for failed images) and ``/qc/flags`` (0 in a file without /qc) at committed ``rows``
+    of ``path`` (any order)."""
+    index = np.asarray(rows, dtype=np.int64)
     with open_h5(Path(path), "r") as f:
         n = check_layout(f, str(path))
         labels = f[LABEL][:n].astype(np.int8)  # one int8 column: 1 MB per million rows
-    return labels[np.asarray(rows, dtype=np.int64)]
+        flags = f[FLAGS][:n].astype(np.uint16) if FLAGS in f else np.zeros(n, dtype=np.uint16)
+    return labels[index], flags[index]
 
 
 @dataclass(frozen=True)

@@ -323,8 +323,10 @@ class ResultsWriter:
         class_names: list[str],
         latest: dict[str, CommittedRow],
         lock: OutputLock | BorrowedLock,
+        attrs_if_unchanged: dict[str, Any] | None = None,
     ) -> None:
-        """Internal: use ``ResultsWriter.open``."""
+        """Internal: use ``ResultsWriter.open``. ``attrs_if_unchanged``: a resume's stored root attributes, written
+        back by a compacting close when no row was appended or superseded."""
         self.path = path
         self._output_lock = lock
         self.class_names = class_names
@@ -334,6 +336,7 @@ class ResultsWriter:
         self._lock = threading.Lock()
         self._file: h5py.File | None = None
         self._closed = False
+        self._attrs_if_unchanged = attrs_if_unchanged
         try:
             self._reopen()
         except BaseException:
@@ -359,7 +362,9 @@ class ResultsWriter:
         UserInputError when a ``compat`` value differs from the stored one, ResultsFileError when
         the file is not a readable results file. Rows past n_committed are discarded.
         ``provenance`` becomes root attributes (str/int/float as they are, others as JSON); the
-        latest run's provenance replaces the previous one, ``run_history`` keeps a short log.
+        latest run's provenance replaces the previous one, ``run_history`` keeps a short log. A resume that
+        appends and supersedes nothing is not a run of the file: its clean close restores the root attributes
+        the file had (provenance, run history, timestamps), so they stay those of the run that classified the images.
         ``expected_rows`` (the number of images this run may append) sizes the preallocation.
         ``lock``: the output's lock when the caller holds it already (the run plan holds it for the whole
         run); the writer then leaves it held when it closes. Without it the writer takes and releases its own.
@@ -434,6 +439,8 @@ class ResultsWriter:
             paths, status = verified.paths, verified.status
             stale = shadowed_rows(paths, status)
             kept = len(paths)
+            # The attributes to put back if this resume changes no row (nothing dropped, marked or appended).
+            unchanged = stored if not verified.damaged and not stale.any() and kept == n else None
             history = [*stored.get("run_history", []), {**run, "committed_before": kept}][-RUN_HISTORY_MAX:]
             attrs: dict[str, Any] = {
                 **provenance,
@@ -466,7 +473,7 @@ class ResultsWriter:
                 size, mtime_ns, ctime_ns = (int(v) for v in verified.file_stat[i])
                 latest[paths[i]] = CommittedRow(i, verified.sha256[i], int(status[i]), (size, mtime_ns, ctime_ns))
         log.info("resuming %s: %d committed rows, %d stale duplicates marked superseded", path, kept, int(stale.sum()))
-        return cls(path, kept, capacity, class_names, latest, lock)
+        return cls(path, kept, capacity, class_names, latest, lock, attrs_if_unchanged=unchanged)
 
     # ---------------------------------------------------------------- state
     @property
@@ -495,6 +502,7 @@ class ResultsWriter:
             f.flush()
             f[N_COMMITTED][0] = stop
             f.flush()
+        self._attrs_if_unchanged = None  # rows were added: this run's provenance stays
         with self._lock:
             self._n = stop
             stats = columns[FILE_STAT].tolist()
@@ -516,6 +524,7 @@ class ResultsWriter:
             return
         if indices[0] < 0 or indices[-1] >= self._n:
             raise ValueError(f"row indices must be committed rows in [0, {self._n}), got {indices[0]}..{indices[-1]}")
+        self._attrs_if_unchanged = None
         f = self._h5()
         with self._failing_stops_writes():
             # The new checksum first, then the status: a cut between the two is recognised as an
@@ -545,8 +554,11 @@ class ResultsWriter:
                 _close_quietly(f)
                 return
             try:
-                attrs = read_root_attrs(f)
-                attrs["updated_utc"] = _utc_now()
+                if self._attrs_if_unchanged is not None:  # a resume with nothing to do: the file's runs stay as they were
+                    attrs = {**self._attrs_if_unchanged, "schema_version": SCHEMA_VERSION}  # the layout is this version's
+                else:
+                    attrs = read_root_attrs(f)
+                    attrs["updated_utc"] = _utc_now()
                 tmp = _build(self.path, attrs, self.class_names, self._n, working=False, fill=_copier(f, self._n, self.class_names))
             finally:
                 _close_quietly(f)

@@ -15,6 +15,7 @@ import numpy as np
 
 from allbatch import CLASS_NAMES
 from allbatch.core.status import FAILED_STATUSES, ImageStatus
+from allbatch.qc.flags import not_a_smear_mask
 from allbatch.results.rows import ResultRows
 
 if TYPE_CHECKING:
@@ -33,7 +34,8 @@ class RunSummary:
     rate) counts only the images run through the model now, ``skipped`` the committed ones not redone.
     ``failed_examples`` lists at most ``MAX_FAILED_EXAMPLES`` (path, status, error). ``interrupted``: a stop
     was requested and honoured (committed rows kept, the file left in its working layout for ``--resume``).
-    ``class_counts``: images of this run's files (processed or skipped) per predicted class.
+    ``class_counts``: ok images of this run's files (processed or skipped) per predicted class, leaving out the
+    ``not_a_smear`` ones (flagged as not a usable smear, ``qc.flags.NOT_A_SMEAR``: their label stays in the file).
     ``startup_seconds``: from the start of the run until the model and the decoder were ready (not in ``seconds``)."""
 
     output: str
@@ -51,6 +53,7 @@ class RunSummary:
     class_counts: dict[str, int] = field(default_factory=dict)
     startup_seconds: float = 0.0
     failed_this_run: int = 0
+    not_a_smear: int = 0
     groups: GroupTable | None = field(default=None, repr=False, compare=False)
     """The folder table written as ``/groups`` at the end of a finished run (not part of ``to_dict``)."""
 
@@ -78,6 +81,7 @@ class Tally:
         self.failed_this_run = 0
         self.failed_examples: list[tuple[str, str, str]] = []
         self.labels = np.zeros(len(CLASS_NAMES), dtype=np.int64)
+        self.not_a_smear = 0
         self.skipped_rows: list[int] = []
 
     def _failure(self, relpath: str, status: ImageStatus, error: str) -> None:
@@ -86,7 +90,7 @@ class Tally:
             self.failed_examples.append((relpath, status.name.lower(), error))
 
     def add_rows(self, rows: ResultRows) -> None:
-        """Count freshly classified rows: ok/failed by status, predicted classes by label."""
+        """Count freshly classified rows: ok/failed by status, predicted classes by label (not-a-smear rows apart)."""
         self.processed += len(rows)
         for relpath, status, error in zip(rows.paths, rows.status.tolist(), rows.errors, strict=True):
             if status in FAILED_STATUSES:
@@ -94,7 +98,7 @@ class Tally:
                 self.failed_this_run += 1
             else:
                 self.ok += 1
-        self._count_labels(rows.labels)
+        self._count_labels(rows.labels, rows.qc.get("flags"))
 
     def add_skipped(self, relpath: str, status: int, row: int) -> None:
         """Count a file an earlier run committed (not redone): its status, and its row for ``finish``."""
@@ -105,17 +109,23 @@ class Tally:
         else:
             self.ok += 1
 
-    def _count_labels(self, labels: Any) -> None:
+    def _count_labels(self, labels: Any, flags: Any = None) -> None:
+        """Add (n,) predicted labels (-1: failed) to the class counts; those whose (n,) /qc/flags (None: no QC)
+        say "not a smear" go to ``not_a_smear`` instead."""
         labels = np.asarray(labels, dtype=np.int64)
-        valid = labels[(labels >= 0) & (labels < len(CLASS_NAMES))]
-        self.labels += np.bincount(valid, minlength=len(CLASS_NAMES))
+        valid = (labels >= 0) & (labels < len(CLASS_NAMES))
+        if flags is not None:
+            junk = valid & not_a_smear_mask(flags)
+            self.not_a_smear += int(junk.sum())
+            valid &= ~junk
+        self.labels += np.bincount(labels[valid], minlength=len(CLASS_NAMES))
 
     def finish(self, output: Path) -> None:
         """Add the predicted classes of the skipped files, read from ``output`` (after the writer closed)."""
         if self.skipped_rows:
-            from allbatch.results.reader import read_labels
+            from allbatch.results.reader import read_labels_and_flags
 
-            self._count_labels(read_labels(output, self.skipped_rows))
+            self._count_labels(*read_labels_and_flags(output, self.skipped_rows))
             self.skipped_rows = []
 
     def summary(self, output: Path, backend: str, decoder: str, device: str, seconds: float = 0.0) -> RunSummary:
@@ -133,6 +143,7 @@ class Tally:
             failed_examples=list(self.failed_examples),
             class_counts={name: int(self.labels[i]) for i, name in enumerate(CLASS_NAMES)},
             failed_this_run=self.failed_this_run,
+            not_a_smear=self.not_a_smear,
         )
 
 
@@ -156,4 +167,5 @@ def add_up(summaries: list[RunSummary], output: Path, seconds: float, device: st
         class_counts={name: sum(s.class_counts.get(name, 0) for s in summaries) for name in CLASS_NAMES},
         startup_seconds=max(s.startup_seconds for s in summaries),
         failed_this_run=sum(s.failed_this_run for s in summaries),
+        not_a_smear=sum(s.not_a_smear for s in summaries),
     )

@@ -14,7 +14,9 @@ from allbatch.summarize.groups import groups_as_rows, summarize_groups
 def export_groups_csv(results: Path, out: Path, group_by: str = "parent") -> int:
     """Write the per-folder verdicts of ``results`` (allbatch/summarize/groups.py) as CSV; return the folder count.
 
-    Columns: folder, images, ok, failed, flagged, usable, mean_p_<Class>, votes_<Class>, share_<Class>, verdict.
+    Columns: folder, images, ok, failed, flagged, not_a_smear, usable, mean_p_<Class>, votes_<Class>, share_<Class>,
+    benign_tail_p (the chance of at least the folder's ALL votes from a Benign folder; "" when not computed),
+    verdict, rule (the rule with its rates, the same on every row).
     """
     out = Path(out)
     if out.is_dir():

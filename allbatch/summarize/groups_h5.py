@@ -1,12 +1,19 @@
 """Store the per-folder table in results.h5 as ``/groups`` (derived data, rewritten after every run).
 
 ```
-/groups              attrs: group_by ("parent" or a depth), rule (text), min_usable, min_share, class_names
+/groups              attrs: group_by ("parent" or a depth), rule (text, with its rates), min_usable, min_share (the
+                     subtype share), class_names; since the error-rate rule also alpha, confidence, error_rate (the
+                     upper bound used), benign_errors, benign_images, rate_source (absent: the model has no rate)
 /groups/name         vlen utf-8 (G,)   folder, relative to the input root ("." for the root)
 /groups/counts       int64 (G, 5)      images, ok, failed, flagged, usable (attribute ``columns``)
 /groups/mean_probs   float32 (G, C)    mean probability per class over the usable images (NaN if none)
 /groups/votes        int64 (G, C)      usable images per predicted class
-/groups/verdict      vlen utf-8 (G,)   a class name, "insufficient" or "discordant"
+/groups/verdict      vlen utf-8 (G,)   "Benign", "ALL (Early Pre-B)"..., "ALL, subtype mixed", "insufficient",
+                                       "no error rate" (files written before the error-rate rule: a class name or
+                                       "discordant")
+/groups/not_a_smear  int64 (G,)        ok images flagged as not a smear (part of flagged); absent in older files
+/groups/benign_tail  float64 (G,)      P(at least the folder's ALL votes | Benign) at ``error_rate``; NaN when not
+                                       computed; absent in older files
 ```
 The file is rewritten whole beside itself and renamed over (like the writer's compaction), so a kill
 while the table is written leaves the previous file intact. A resume drops ``/groups``; the run that
@@ -42,7 +49,15 @@ def write_groups(path: Path, table: GroupTable) -> None:
             group.attrs["group_by"] = table.group_by
             group.attrs["rule"] = table.rule.describe()
             group.attrs["min_usable"] = table.rule.min_usable
-            group.attrs["min_share"] = table.rule.min_share
+            group.attrs["min_share"] = table.rule.subtype_share
+            group.attrs["alpha"] = table.rule.alpha
+            group.attrs["confidence"] = table.rule.confidence
+            errors = table.rule.benign_errors
+            if errors is not None:
+                group.attrs["error_rate"] = table.rule.error_rate
+                group.attrs["benign_errors"] = errors.errors
+                group.attrs["benign_images"] = errors.images
+                group.attrs["rate_source"] = errors.source
             group.attrs["class_names"] = np.array(table.class_names, dtype=h5py.string_dtype("utf-8"))
             string = h5py.string_dtype("utf-8")
             k = len(table.class_names)
@@ -53,10 +68,13 @@ def write_groups(path: Path, table: GroupTable) -> None:
             group.create_dataset("mean_probs", data=np.array([g.mean_probs for g in rows], dtype=np.float32).reshape(-1, k))
             group.create_dataset("votes", data=np.array([g.votes for g in rows], dtype=np.int64).reshape(-1, k))
             group.create_dataset("verdict", data=np.array([g.verdict for g in rows], dtype=object), dtype=string)
+            group.create_dataset("not_a_smear", data=np.array([g.not_a_smear for g in rows], dtype=np.int64))
+            group.create_dataset("benign_tail", data=np.array([g.benign_tail for g in rows], dtype=np.float64))
 
 
 def read_groups(path: Path) -> dict[str, object] | None:
-    """``/groups`` as plain Python values (name, counts, mean_probs, votes, verdict, attrs), None when absent."""
+    """``/groups`` as plain Python values (name, counts, mean_probs, votes, verdict, attrs, and not_a_smear and
+    benign_tail when the file has them), None when absent."""
     with open_h5(Path(path), "r") as f:
         if GROUPS not in f:
             return None
@@ -68,4 +86,5 @@ def read_groups(path: Path) -> dict[str, object] | None:
             "votes": group["votes"][:],
             "verdict": group["verdict"].asstr()[:].tolist(),
             "attrs": {key: group.attrs[key] for key in group.attrs},
+            **{key: group[key][:] for key in ("not_a_smear", "benign_tail") if key in group},
         }

@@ -36,7 +36,7 @@ FIRST_RUN = [
     ("Unsorted/u1.jpg", [0.10, 0.10, 0.10, 0.70], OK),  # no class for this folder
     ("Benign/bad.jpg", NAN4, BAD),  # failed in the run
 ]
-FLAGGED = {"Early/e1.jpg", "[Malignant] Pre-B/p2.jpg"}  # quality flags: one right, one wrong prediction
+FLAGGED = {"Early/e1.jpg", "[Malignant] Pre-B/p2.jpg"}  # doubtful (outlier), still smears: one right, one wrong prediction
 SECOND_RUN = [("Pro/changed.jpg", [0.10, 0.10, 0.10, 0.70], OK)]  # Pro -> Pro, 0.90
 
 
@@ -51,7 +51,7 @@ def _rows(spec: list[tuple[str, list[float], ImageStatus]]) -> ResultRows:
         probs=probs,
         labels=np.where(failed, -1, np.nan_to_num(probs).argmax(axis=1)).astype(np.int8),
         mask_fraction=np.where(failed, np.nan, 0.1).astype(np.float32),
-        qc={"flags": np.array([int(QcFlag.BLURRED) if path in FLAGGED else 0 for path, _, _ in spec], dtype=np.uint16)},
+        qc={"flags": np.array([int(QcFlag.OUTLIER) if path in FLAGGED else 0 for path, _, _ in spec], dtype=np.uint16)},
     )
 
 
@@ -76,15 +76,15 @@ def test_json_has_the_hand_computed_numbers_and_a_png_is_written(results_file: P
     result = invoke(str(results_file), "--json", str(out))
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
-    assert data["counts"] == {"rows": 10, "evaluated": 8, "failed": 1, "unlabelled": 1, "misclassified": 3, "flagged": 2}
+    assert data["counts"] == {"rows": 10, "evaluated": 8, "failed": 1, "unlabelled": 1, "misclassified": 3, "flagged": 2, "not_a_smear": 0}
     wrong = [(m["path"], m["truth"], m["predicted"], m["reason"]) for m in data["misclassified"]]
     assert wrong == [
         ("Benign/b2.jpg", "Benign", "Early", "ok"),
         ("Early/e2.jpg", "Early", "Benign", "ok"),
-        ("[Malignant] Pre-B/p2.jpg", "Pre", "Pro", "blurred"),
+        ("[Malignant] Pre-B/p2.jpg", "Pre", "Pro", "outlier"),
     ]
     assert data["misclassified"][0]["confidence"] == pytest.approx(0.60)
-    assert [(m["path"], m["flags"]) for m in data["flagged"]] == [("Early/e1.jpg", 1), ("[Malignant] Pre-B/p2.jpg", 1)]
+    assert [(m["path"], m["flags"]) for m in data["flagged"]] == [("Early/e1.jpg", 32), ("[Malignant] Pre-B/p2.jpg", 32)]
     assert data["confusion"]["matrix"] == [[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 1], [0, 0, 0, 2]]
     assert data["accuracy"] == pytest.approx(5 / 8)
     benign, pro = data["per_class"]["Benign"], data["per_class"]["Pro"]
@@ -135,7 +135,7 @@ def test_threshold_changes_only_the_screening_counts(results_file: Path) -> None
 @pytest.mark.parametrize(
     ("args", "error", "message"),
     [
-        (["--no-labels-from-folders"], UserInputError, "folder names are its only source"),
+        (["--no-labels-from-folders"], UserInputError, "needs truth labels: give --labels"),
         (["--threshold", "1.5"], UserInputError, "within [0, 1]"),
         (["--class-map", "Unsorted=Leukaemia"], UserInputError, "unknown class 'Leukaemia'"),
         (["--png", "x.png", "--no-png"], UserInputError, "exclude each other"),

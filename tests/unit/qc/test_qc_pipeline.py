@@ -94,6 +94,11 @@ def test_qc_flags_odd_inputs_and_never_changes_a_prediction(
     assert flags["odd/notes.jpg"] == 0 and sizes["odd/notes.jpg"] == [0, 0]  # failed: its status says why
     summary = json.loads(output[output.index("{") :])
     assert sum(summary["verdicts"].values()) == 3 and summary["verdicts"]["insufficient"] >= 1  # "odd": 2 images, both flagged
+    # images that are not smears (small, blurred or off-colour) are counted apart, never in a class total
+    junk = sum(1 for value in flags.values() if value & (QcFlag.SMALL | QcFlag.BLURRED | QcFlag.COLOUR))
+    assert summary["not_a_smear"] == junk >= 2  # the grey picture and the 32-px crop at least
+    assert sum(summary["class_counts"].values()) + junk == summary["ok"] == 18
+    assert f"not a smear {junk}" in " ".join(output.split())
 
 
 def test_folder_verdicts_are_stored_exported_and_printed(archive: Path, model_with_stats: Path, tmp_path: Path) -> None:
@@ -112,6 +117,7 @@ def test_folder_verdicts_are_stored_exported_and_printed(archive: Path, model_wi
     assert [r["folder"] for r in rows] == ["odd", "slide 1", "slide 2"]
     assert [r["verdict"] for r in rows] == stored["verdict"] and stored["verdict"][0] == "insufficient"
     assert all(int(r["usable"]) == int(r["ok"]) - int(r["flagged"]) for r in rows)
+    assert rows[0]["not_a_smear"] == "2" and stored["not_a_smear"][0] == 2  # the grey picture and the 32-px crop
 
 
 def test_input_measures_taken_while_preparing_give_the_same_columns_in_every_chunk(archive: Path, model_with_stats: Path) -> None:

@@ -4,6 +4,7 @@ from results.h5 with h5py) and rendered in headless Chromium (Debian's package) 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -26,6 +27,28 @@ from allbatch.results.rows import ResultRows
 from allbatch.results.writer import ResultsWriter
 
 DEMO = REPO / "allbatch" / "demo"
+VALIDATION_CONFUSION = [[73, 2, 0, 0], [0, 148, 0, 0], [0, 0, 149, 0], [0, 0, 0, 124]]
+"""The shipped model's validation confusion (rows truth): 2 of 75 Benign images called Early."""
+MANIFEST = json.dumps({"validation": {"onnx_runtime": {"plain": {"confusion": VALIDATION_CONFUSION}}}})
+"""The part of a model manifest the folder verdicts read, as results.h5 stores it (``model_manifest``)."""
+NOT_A_SMEAR_BITS = 1 | 2 | 16
+"""/qc/flags bits blurred, colour and small, written out here as the file's ``bits`` attribute numbers them."""
+
+
+def expected_verdict(votes: np.ndarray) -> str:
+    """The verdict rule computed independently (scipy directly): 90 % Clopper-Pearson upper bound of 2/75,
+    binomial tail of the ALL votes below 1 % -> ALL, named by a subtype with >= 70 % of them."""
+    from scipy.stats import beta, binom
+
+    usable = int(votes.sum())
+    if usable < 5:
+        return "insufficient"
+    n_all = int(votes[1:].sum())
+    tail = binom.sf(n_all - 1, usable, beta.ppf(0.90, 3, 73)) if n_all else 1.0
+    if tail >= 0.01:
+        return "Benign"
+    lead = int(votes[1:].argmax()) + 1
+    return {1: "ALL (Early Pre-B)", 2: "ALL (Pre-B)", 3: "ALL (Pro-B)"}[lead] if votes[lead] / n_all >= 0.7 else "ALL, subtype mixed"
 
 
 class PageParser(HTMLParser):
@@ -108,7 +131,13 @@ def results_with_images(tmp_path: Path) -> tuple[Path, Path]:
         specs.append((f"Slide B/missing_{i:03d}.jpg", 2, int(ImageStatus.OK), int(QcFlag.OUTLIER | QcFlag.ENERGY) if i % 2 else 0))
     specs.append(("Slide B/broken.jpg", -1, int(ImageStatus.DECODE_ERROR), 0))
     out = tmp_path / "results.h5"
-    provenance = {"input_root": str(root), "argv": ["allbatch", "run", str(root)], "backend": "onnxruntime", "device": "cpu"}
+    provenance = {
+        "input_root": str(root),
+        "argv": ["allbatch", "run", str(root)],
+        "backend": "onnxruntime",
+        "device": "cpu",
+        "model_manifest": MANIFEST,
+    }
     with ResultsWriter.open(out, mode="new", provenance=provenance, compat={}) as writer:
         writer.append(_rows(specs))
     return out, root
@@ -145,8 +174,10 @@ def test_report_is_self_contained_and_its_numbers_match_the_file(results_with_im
     assert page.values["status-ok"] == [str(int(ok.sum()))]
     assert page.values["status-decode_error"] == [str(int((~ok).sum()))]
     assert page.values["flagged"] == [str(int((ok & (flags != 0)).sum()))]
-    for k, name in enumerate(CLASS_NAMES):
-        assert page.values[f"class-{name}"] == [str(int((ok & (labels == k)).sum()))]
+    junk = ok & ((flags & NOT_A_SMEAR_BITS) != 0)
+    assert page.values["not-a-smear"] == [str(int(junk.sum()))] == ["1"]
+    for k, name in enumerate(CLASS_NAMES):  # an image that is not a smear reaches no class total
+        assert page.values[f"class-{name}"] == [str(int((ok & ~junk & (labels == k)).sum()))]
 
     paths = truth["paths"]
     assert isinstance(paths, list)
@@ -157,16 +188,17 @@ def test_report_is_self_contained_and_its_numbers_match_the_file(results_with_im
             "images": str(int(rows.sum())),
             "failed": str(int((rows & ~ok).sum())),
             "flagged": str(int((rows & ok & (flags != 0)).sum())),
+            "not-a-smear": str(int((rows & junk).sum())),
             "usable": str(int(usable.sum())),
         }
         votes = np.bincount(labels[usable].astype(int), minlength=4)
-        lead = int(votes.argmax())
-        expected["verdict"] = (
-            "insufficient" if usable.sum() < 5 else CLASS_NAMES[lead] if votes[lead] / usable.sum() >= 0.7 else "discordant"
-        )
+        expected["verdict"] = expected_verdict(votes)
+        expected["benign-tail"] = page.folders[folder]["benign-tail"]
         assert page.folders[folder] == expected
-    assert page.folders["Slide A"]["verdict"] == "discordant"  # 8 usable images voting for four classes
-    assert page.folders["Slide B"]["verdict"] == "Pre"
+    assert page.folders["Slide A"]["verdict"] == "ALL, subtype mixed"  # 7 usable images, 5 ALL votes over three subtypes
+    assert page.folders["Slide B"]["verdict"] == "ALL (Pre-B)"
+    assert float(page.folders["Slide B"]["benign-tail"]) < 1e-20
+    assert "Benign images called ALL: 2 of 75" in " ".join(page.text)  # the rule states its rates
 
     # flagged cards are capped; the flagged files of slide B do not exist and show as missing
     flagged_total = int((ok & (flags != 0)).sum())
@@ -189,7 +221,11 @@ def test_report_has_eval_and_misclassified_when_folders_name_classes(results_wit
     assert wrong[0] in page.cards
     confusion = content.evaluation.multiclass.confusion
     assert int(page.values["confusion-0-0"][0]) == int(confusion[0, 0])
-    assert float(page.values["accuracy"][0]) == pytest.approx(7 / 8, abs=1e-4)
+    assert float(page.values["accuracy"][0]) == pytest.approx(6 / 7, abs=1e-4)  # the blurred image is not a smear: left out
+    assert (
+        content.evaluation.not_a_smear == [p for p in content.evaluation.not_a_smear if p.startswith("Slide A/")]
+        and len(content.evaluation.not_a_smear) == 1
+    )
 
 
 def test_report_cli_refuses_a_missing_file_in_one_line(tmp_path: Path) -> None:
@@ -211,11 +247,11 @@ def _chromium() -> str:
 
 def test_report_without_class_folders_has_no_evaluation(tmp_path: Path) -> None:
     out = tmp_path / "r.h5"
-    with ResultsWriter.open(out, mode="new", provenance={"input_root": str(tmp_path)}, compat={}) as writer:
+    with ResultsWriter.open(out, mode="new", provenance={"input_root": str(tmp_path), "model_manifest": MANIFEST}, compat={}) as writer:
         writer.append(_rows([(f"patient 7/slide 2/img{i}.jpg", 1, int(ImageStatus.OK), 0) for i in range(6)]))
     content, _ = write_report(out, tmp_path / "r.html")
-    assert content.evaluation is None and content.groups.groups[0].verdict == "Early"
-    assert "Against folder labels" not in (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert content.evaluation is None and content.groups.groups[0].verdict == "ALL (Early Pre-B)"
+    assert "Against folder names" not in (tmp_path / "r.html").read_text(encoding="utf-8")
 
 
 def test_report_renders_in_headless_chromium(results_with_images: tuple[Path, Path], tmp_path: Path) -> None:

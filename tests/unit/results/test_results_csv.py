@@ -21,7 +21,8 @@ def test_csv_has_one_row_per_live_image(tmp_path: Path) -> None:
     out = tmp_path / "r.h5"
     with ResultsWriter.open(out, mode="new", provenance={}, compat=COMPAT) as writer:
         first = rows_for([0, 1, 5, 6])  # image 5 is a decode error
-        first.qc = {"flags": np.array([0, int(QcFlag.BLURRED | QcFlag.OUTLIER), 0, int(QcFlag.UNCERTAIN)], dtype=np.uint16)}
+        junk = int(QcFlag.BLURRED | QcFlag.COLOUR | QcFlag.OUTLIER)  # 35: what a plain grey picture gets
+        first.qc = {"flags": np.array([junk, int(QcFlag.BLURRED | QcFlag.OUTLIER), 0, int(QcFlag.UNCERTAIN)], dtype=np.uint16)}
         writer.append(first)
         changed = rows_for([1])
         changed.sha256 = ["c" * 64]
@@ -41,6 +42,8 @@ def test_csv_has_one_row_per_live_image(tmp_path: Path) -> None:
         "confidence",
         "flags",
         "reason",
+        "flag_names",
+        "counted_as",
         *[f"p_{c}" for c in CLASS_NAMES],
         "mask_fraction",
     ]
@@ -48,14 +51,16 @@ def test_csv_has_one_row_per_live_image(tmp_path: Path) -> None:
     assert rows[3][1] == "c" * 64
     path, sha, _, _, probs, label, fraction = expected_row(0)
     assert rows[0][:5] == [path, sha, "ok", "", CLASS_NAMES[label]]
-    assert np.float32(rows[0][5]) == probs.max() and rows[0][6:8] == ["0", "ok"]
-    np.testing.assert_array_equal(np.array(rows[0][8:12], dtype=np.float32), probs)  # reads back bit-exact
-    assert np.float32(rows[0][12]) == np.float32(fraction)
-    assert rows[2][6:8] == [str(int(QcFlag.UNCERTAIN)), "uncertain"]
-    assert rows[3][6:8] == ["0", "ok"]  # the new row of image 1: its flags are its own, not the old row's
+    # the flags in words, and the image counted as "not a smear" (its predicted label stays beside it)
+    assert np.float32(rows[0][5]) == probs.max() and rows[0][6:10] == ["35", "blurred", "blurred;colour;outlier", "not a smear"]
+    np.testing.assert_array_equal(np.array(rows[0][10:14], dtype=np.float32), probs)  # reads back bit-exact
+    assert np.float32(rows[0][14]) == np.float32(fraction)
+    _, _, _, _, _, label6, _ = expected_row(6)
+    assert rows[2][6:10] == [str(int(QcFlag.UNCERTAIN)), "uncertain", "uncertain", CLASS_NAMES[label6]]  # doubtful, still counted
+    assert rows[3][6:10] == ["0", "ok", "", CLASS_NAMES[expected_row(1)[5]]]  # the new row of image 1: its own flags, not the old row's
     failed = rows[1]
     assert failed[2] == ImageStatus.DECODE_ERROR.name.lower() and failed[3] == expected_row(5)[3]
-    assert failed[4:8] == ["", "", "0", "failed"] and failed[8:] == ["", "", "", "", ""]  # no label, NaN written as empty
+    assert failed[4:10] == ["", "", "0", "failed", "", ""] and failed[10:] == ["", "", "", "", ""]  # no label, NaN written as empty
     assert "ünïcode-細胞" in target.read_text(encoding="utf-8")
 
 
@@ -64,7 +69,11 @@ def test_csv_of_an_empty_results_file(tmp_path: Path) -> None:
     with ResultsWriter.open(out, mode="new", provenance={}, compat=COMPAT):
         pass
     assert export_csv(out, tmp_path / "r.csv") == 0
-    assert (tmp_path / "r.csv").read_text().startswith("path,sha256,status,error,predicted,confidence,flags,reason,p_Benign")
+    assert (
+        (tmp_path / "r.csv")
+        .read_text()
+        .startswith("path,sha256,status,error,predicted,confidence,flags,reason,flag_names,counted_as,p_Benign")
+    )
 
 
 def test_csv_refuses_a_non_results_file(tmp_path: Path) -> None:

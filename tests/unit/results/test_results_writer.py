@@ -376,8 +376,11 @@ def test_large_provenance_values_are_kept(tmp_path: Path) -> None:
     with ResultsWriter.open(out, mode="new", provenance={"validation": big}, compat=COMPAT) as writer:
         writer.append(rows_for([0]))
     assert read_results(out).attrs["validation"] == big
-    with open_writer(out, "resume") as writer:  # and it survives the rebuild of a resume
+    with open_writer(out, "resume") as writer:  # and it survives the rebuilds of a resume that adds nothing (kept)...
         pass
+    assert read_results(out).attrs["validation"] == big
+    with open_writer(out, "resume") as writer:  # ... and of one that adds a row (its own provenance)
+        writer.append(rows_for([1]))
     assert read_results(out).attrs["model_manifest"]["name"] == "tiny"
 
 

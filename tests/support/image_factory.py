@@ -37,6 +37,16 @@ def encode(array: np.ndarray, fmt: str, **kwargs: object) -> bytes:
     return buf.getvalue()
 
 
+def exif_rotated_jpeg(seed: int, size: tuple[int, int] = (200, 260), orientation: int = 6) -> bytes:
+    """A smear-like JPEG stored ``size`` (H, W) with an EXIF orientation tag (6: shown rotated 90 degrees clockwise,
+    so the decoded image is W x H where the header says H x W)."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    Image.fromarray(smear_like(seed, size)).save(buf, format="JPEG", quality=90, exif=exif)
+    return buf.getvalue()
+
+
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG whose IHDR claims width x height with no real pixel data (for the too-large check)."""
 

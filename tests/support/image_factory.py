@@ -9,11 +9,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-from paths import REPO
 from PIL import Image
-
-DATASET = REPO.parent / "shared" / "data" / "all-kaggle"
-"""The development images (present on project machines, absent elsewhere: tests skip)."""
 
 
 def smear_like(seed: int, size: tuple[int, int] = (224, 224)) -> np.ndarray:

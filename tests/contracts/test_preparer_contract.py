@@ -106,15 +106,18 @@ class Expected:
     prepared: PreparedImage | None
 
 
+def read_all(root: Path) -> list[EncodedImage]:
+    """Every file under ``root`` through the read stage, in discovery order (what a run hands the preparer)."""
+    return [read_encoded(index, item) for index, item in enumerate(discover(root))]
+
+
 @dataclass(frozen=True)
 class Corpus:
+    """The files (under ``root``), the model whose preprocessing applies, and the recipe's answer for each file."""
+
     root: Path
     artifact: ModelArtifact
     expected: list[Expected]
-
-    def read(self) -> list[EncodedImage]:
-        """Every file through the read stage, in discovery order (what a run hands the preparer)."""
-        return [read_encoded(index, item) for index, item in enumerate(discover(self.root))]
 
 
 @dataclass(frozen=True)
@@ -149,9 +152,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequ
     (root / "files" / "odd" / "exif_rotated.jpg").write_bytes(exif_rotated_jpeg(3))
     # The shipped model's manifest is what users run (it blanks the bottom band); the tiny model where it is absent.
     artifact = load_model_artifact() if DEFAULT_MODEL.is_file() else load_model_artifact(request.getfixturevalue("tiny_model"))
-    corpus = Corpus(root, artifact, [])
-    expected = [_recipe(image, artifact) for image in corpus.read()]
-    return Corpus(root, artifact, expected)
+    return Corpus(root, artifact, [_recipe(image, artifact) for image in read_all(root)])
 
 
 def _host(array: Any) -> np.ndarray:
@@ -167,7 +168,7 @@ def prepared(request: pytest.FixtureRequest, corpus: Corpus) -> Iterator[Prepare
             pytest.skip(f"decoder {case.decoder} cannot run here: {reason}")
     config = RunConfig(corpus.root, corpus.root / "unused.h5", decoder=case.decoder, batch_size=BATCH_SIZE, decode_threads=2)
     preparer = make_preparer(case.decoder, corpus.artifact, config)
-    images = corpus.read()
+    images = read_all(corpus.root)
     try:
         batches = [preparer.prepare(images[start : start + BATCH_SIZE]) for start in range(0, len(images), BATCH_SIZE)]
     finally:

@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from dali_support import HAS_DALI, cuda_reason, development_files, every_colour, require_dataset
+from dali_support import HAS_DALI, cuda_reason, every_colour
 from image_factory import encode, smear_like, write_bad_files
+from paths import development_files, require_dataset
 
 from allbatch.core.records import EncodedImage
 from allbatch.core.status import ImageStatus

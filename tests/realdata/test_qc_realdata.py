@@ -14,22 +14,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ood_factory import ood_sets
-from paths import REPO
+from paths import require_dataset
 from PIL import Image
 
 from allbatch.model.manifest import load_model_artifact
 from allbatch.qc.stage import QcStage
 from factory.qc_collect import collect
 
-CANDIDATES = (REPO.parent / "shared/data/all-kaggle/Original", REPO.parent.parent / "shared/data/all-kaggle/Original")
-
 
 @pytest.fixture(scope="module")
 def data_root() -> Path:
-    for root in CANDIDATES:
-        if root.is_dir():
-            return root
-    pytest.skip(f"development images not found at {CANDIDATES[0]}")
+    return require_dataset() / "Original"
 
 
 @pytest.mark.realdata

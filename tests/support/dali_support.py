@@ -1,20 +1,17 @@
-"""Shared helpers for the DALI and GPU tests: skip markers, development images, small graphs."""
+"""Shared helpers for the DALI and GPU tests: skip markers, small graphs, DALI preparers and the recipe they reproduce."""
 
 from __future__ import annotations
 
 import importlib
-import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from paths import REPO
 
-_BESIDE_THE_CHECKOUT = REPO.parent / "shared" / "data" / "all-kaggle"
-DATASET_ROOT = Path(os.environ.get("ALLBATCH_DATASET_ROOT") or _BESIDE_THE_CHECKOUT)
-"""The development images (``Original/<class>/*.jpg``): beside the checkout, or ``$ALLBATCH_DATASET_ROOT`` (a
-worktree elsewhere, the images staged on a GPU machine)."""
+from allbatch.core.records import EncodedImage
+from allbatch.prepare.preprocessing import Preprocessing
+from allbatch.prepare.recipe import prepare_bytes
+from allbatch.prepare.segment import SegmentationParams
 
 
 def _importable(module: str) -> bool:
@@ -28,6 +25,8 @@ def _importable(module: str) -> bool:
 HAS_DALI = _importable("nvidia.dali")
 needs_dali = [pytest.mark.dali, pytest.mark.skipif(not HAS_DALI, reason="nvidia-dali is not installed")]
 """``pytestmark`` for every test that builds a DALI pipeline."""
+SEG = SegmentationParams()
+"""The default segmentation (the shipped model's)."""
 
 
 def cuda_reason() -> str | None:
@@ -41,20 +40,6 @@ def cuda_reason() -> str | None:
     except cupy.cuda.runtime.CUDARuntimeError as exc:
         return f"no CUDA runtime: {exc}"
     return None if count > 0 else "no CUDA GPU"
-
-
-def require_dataset() -> Path:
-    """The development images' root; skips the calling test when they are absent."""
-    if not (DATASET_ROOT / "Original").is_dir():
-        pytest.skip(f"development images not present at {DATASET_ROOT}")
-    return DATASET_ROOT
-
-
-def development_files(root: Path, count: int = 64) -> list[Path]:
-    """``count`` development originals spread evenly over the sorted list (all four classes)."""
-    files = sorted((root / "Original").glob("*/*.jpg"))
-    step = max(1, len(files) // count)
-    return files[::step][:count]
 
 
 def every_colour(tiles: int = 16) -> np.ndarray:
@@ -78,3 +63,21 @@ def run_raw_graph(images: list[np.ndarray], build: Any, device: str = "cpu") -> 
     pipe.build()
     outputs = pipe.run(raw=images)
     return [out.as_cpu() if hasattr(out, "as_cpu") else out for out in outputs]
+
+
+def encoded(datas: list[bytes]) -> list[EncodedImage]:
+    """Encoded bytes as the read stage hands them on (``img000.png``, ``img001.png``, ...; status ok)."""
+    return [EncodedImage(i, f"img{i:03d}.png", data, "") for i, data in enumerate(datas)]
+
+
+def recipe_reference(data: bytes, prep: Preprocessing, seg: SegmentationParams = SEG) -> tuple[np.ndarray, float]:
+    """The CPU recipe the DALI path must reproduce: ((2, 3, S, S) float32, mask fraction)."""
+    prepared = prepare_bytes(data, prep, seg)
+    return prepared.inputs, prepared.mask_fraction
+
+
+def dali_cpu_preparer(prep: Preprocessing, max_batch: int = 16, **kwargs: Any) -> Any:
+    """A ``DaliPreparer`` on DALI's CPU operators with the default segmentation and two threads."""
+    from allbatch.prepare.dali.preparer import DaliPreparer
+
+    return DaliPreparer(prep, SEG, device="cpu", max_batch=max_batch, num_threads=2, **kwargs)

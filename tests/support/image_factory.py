@@ -9,11 +9,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-from paths import REPO
 from PIL import Image
-
-DATASET = REPO.parent / "shared" / "data" / "all-kaggle"
-"""The development images (present on project machines, absent elsewhere: tests skip)."""
 
 
 def smear_like(seed: int, size: tuple[int, int] = (224, 224)) -> np.ndarray:
@@ -34,6 +30,16 @@ def smear_like(seed: int, size: tuple[int, int] = (224, 224)) -> np.ndarray:
 def encode(array: np.ndarray, fmt: str, **kwargs: object) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format=fmt, **kwargs)
+    return buf.getvalue()
+
+
+def exif_rotated_jpeg(seed: int, size: tuple[int, int] = (200, 260), orientation: int = 6) -> bytes:
+    """A smear-like JPEG stored ``size`` (H, W) with an EXIF orientation tag (6: shown rotated 90 degrees clockwise,
+    so the decoded image is W x H where the header says H x W)."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    Image.fromarray(smear_like(seed, size)).save(buf, format="JPEG", quality=90, exif=exif)
     return buf.getvalue()
 
 

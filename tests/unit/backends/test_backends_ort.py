@@ -1,4 +1,5 @@
-"""ONNX Runtime backend on the tiny model: output contract, input validation, lifetime, provenance."""
+"""ONNX Runtime backend on the tiny model: output contract, input validation, provenance (the lifetime guard and
+the outputs on real images, for every backend: tests/contracts/test_backend_contract.py)."""
 
 from __future__ import annotations
 
@@ -78,16 +79,6 @@ def test_invalid_batches_raise_a_clear_error(artifact: ModelArtifact, batch: obj
     with OnnxRuntimeBackend(artifact, threads=1) as backend, pytest.raises(InvalidBatchError, match=message) as info:
         backend.infer(batch)
     assert isinstance(info.value, AllbatchError) and isinstance(info.value, ValueError)
-
-
-def test_session_exists_only_inside_with(artifact: ModelArtifact) -> None:
-    backend = OnnxRuntimeBackend(artifact, threads=1)
-    with pytest.raises(RuntimeError, match="outside its `with` block"):
-        backend.infer(random_batch(1))
-    with backend:
-        backend.infer(random_batch(1))
-    with pytest.raises(RuntimeError, match="outside its `with` block"):
-        backend.infer(random_batch(1))
 
 
 def test_describe_reports_version_providers_threads(artifact: ModelArtifact) -> None:

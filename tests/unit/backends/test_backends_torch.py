@@ -1,17 +1,17 @@
-"""torch backend: parity with ONNX Runtime on the CPU (same committed weights), options, errors; GPU tests
-(fp16 vs fp32, CUDA graphs, CuPy input) run only where CUDA is available.
+"""torch backend: parity with ONNX Runtime on the CPU (same committed weights), options, errors. On CUDA (fp16 vs
+fp32, CUDA graphs, CuPy input): tests/gpu/test_torch_backend_cuda.py.
 
-Parity tolerance: max |p_torch - p_onnxruntime| < 1e-4 per probability (fp32 on both sides; the
-fp16-stored weights are identical, only kernel order differs).
+Parity tolerance: ``backend_support.TORCH_PARITY_ATOL`` per probability.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import backend_support
 import numpy as np
 import pytest
-from paths import REPO
+from backend_support import TORCH_PARITY_ATOL
 
 from allbatch.backends.validate import InvalidBatchError
 from allbatch.core.errors import BackendUnavailableError, ModelError, UserInputError
@@ -19,13 +19,9 @@ from allbatch.model.manifest import ModelArtifact, load_model_artifact
 
 torch = pytest.importorskip("torch", reason="the torch backend needs torch")
 
-from allbatch.backends.ort_backend import OnnxRuntimeBackend  # noqa: E402 - after the importorskip
 from allbatch.backends.torch_backend import TorchBackend, load_torch_model  # noqa: E402
 
-PARITY_ATOL = 1e-4
-DEMO = REPO / "allbatch" / "demo"
 CUDA = torch.cuda.is_available()
-requires_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
 
 
 @pytest.fixture(scope="module")
@@ -35,19 +31,12 @@ def artifact(tiny_model: Path) -> ModelArtifact:
 
 @pytest.fixture(scope="module")
 def demo_batch(artifact: ModelArtifact) -> np.ndarray:
-    """(8, 2, 3, 224, 224) float32: the 8 shipped demo images prepared by the CPU reference path."""
-    from allbatch.prepare.cpu import prepare_one
-
-    files = sorted(DEMO.glob("*/*.jpg"))
-    assert len(files) == 8
-    manifest = artifact.manifest
-    return np.stack([prepare_one(path.read_bytes(), manifest.prep, manifest.seg)[0] for path in files])
+    return backend_support.demo_batch(artifact)
 
 
 @pytest.fixture(scope="module")
 def ort_probs(artifact: ModelArtifact, demo_batch: np.ndarray) -> np.ndarray:
-    with OnnxRuntimeBackend(artifact, threads=1) as backend:
-        return backend.infer(demo_batch).probs
+    return backend_support.onnxruntime_probs(artifact, demo_batch)
 
 
 @pytest.mark.parametrize("channels_last", [True, False])
@@ -55,7 +44,7 @@ def test_torch_cpu_matches_onnxruntime(artifact: ModelArtifact, demo_batch: np.n
     with TorchBackend(artifact, device="cpu", precision="fp32", channels_last=channels_last) as backend:
         probs = backend.infer(demo_batch).probs
     assert probs.shape == (8, 4) and probs.dtype == np.float32 and isinstance(probs, np.ndarray)
-    assert np.abs(probs - ort_probs).max() < PARITY_ATOL
+    assert np.abs(probs - ort_probs).max() < TORCH_PARITY_ATOL
     assert np.ptp(ort_probs, axis=0).max() > 1e-3, "the demo images should not all get the same probabilities"
 
 
@@ -66,7 +55,7 @@ def test_parity_check_detects_a_wrong_weight(artifact: ModelArtifact, demo_batch
         with torch.no_grad():
             backend._net.backbone.features.norm5.running_mean += 0.05
         probs = backend.infer(demo_batch).probs
-    assert np.abs(probs - ort_probs).max() > 10 * PARITY_ATOL
+    assert np.abs(probs - ort_probs).max() > 10 * TORCH_PARITY_ATOL
 
 
 def test_torch_tensor_input_and_chunking(artifact: ModelArtifact, demo_batch: np.ndarray, ort_probs: np.ndarray) -> None:
@@ -75,7 +64,7 @@ def test_torch_tensor_input_and_chunking(artifact: ModelArtifact, demo_batch: np
         from_tensor = backend.infer(torch.from_numpy(demo_batch)).probs
     assert from_numpy.shape == (8, 4)
     np.testing.assert_array_equal(from_numpy, from_tensor)
-    assert np.abs(from_numpy - ort_probs).max() < PARITY_ATOL
+    assert np.abs(from_numpy - ort_probs).max() < TORCH_PARITY_ATOL
 
 
 def test_fp16_on_cpu_stays_close(artifact: ModelArtifact, demo_batch: np.ndarray, ort_probs: np.ndarray) -> None:
@@ -147,7 +136,7 @@ def test_static_shapes_pad_the_last_partial_chunk_on_the_cpu(
         hook.remove()
     assert seen == [(6, 3, 224, 224)] * 4  # 3 rows x 2 channels each time, never the partial 2 or 1
     assert probs.shape == (8, 4) and alone.shape == (1, 4)
-    assert np.abs(probs - ort_probs).max() < PARITY_ATOL
+    assert np.abs(probs - ort_probs).max() < TORCH_PARITY_ATOL
     np.testing.assert_allclose(alone[0], probs[7], rtol=0, atol=1e-6)
 
 
@@ -179,58 +168,3 @@ def test_fp32_reference_math_uses_the_new_tf32_api_and_restores_it() -> None:
         assert cudnn.conv.fp32_precision == "tf32" and matmul.fp32_precision == before[1]
     finally:
         cudnn.conv.fp32_precision, matmul.fp32_precision = before
-
-
-# -- GPU (CUDA) --------------------------------------------------------------------------------------
-
-
-@pytest.mark.gpu
-@requires_cuda
-def test_cuda_fp16_agrees_with_fp32_and_onnxruntime(artifact: ModelArtifact, demo_batch: np.ndarray, ort_probs: np.ndarray) -> None:
-    with TorchBackend(artifact, precision="fp32") as fp32:
-        reference = fp32.infer(demo_batch).probs
-        details = fp32.describe()
-    with TorchBackend(artifact, precision="fp16") as fp16:
-        half = fp16.infer(demo_batch).probs
-    assert details["cuda_version"] and details["compute_capability"]
-    assert np.abs(reference - ort_probs).max() < PARITY_ATOL
-    assert np.abs(half - reference).max() < 5e-3
-    assert np.array_equal(half.argmax(axis=1), reference.argmax(axis=1))
-
-
-@pytest.mark.gpu
-@requires_cuda
-def test_cuda_graphs_match_eager_for_full_and_partial_batches(artifact: ModelArtifact, demo_batch: np.ndarray) -> None:
-    with TorchBackend(artifact, precision="fp32", max_batch=4, cuda_graphs=False) as eager:
-        expected = eager.infer(demo_batch).probs
-    with TorchBackend(artifact, precision="fp32", max_batch=4, cuda_graphs=True) as graphed:
-        assert graphed._graph is not None  # captured in __enter__, before any producer thread runs
-        full = graphed.infer(demo_batch).probs  # two replays of the size-4 graph
-        partial = graphed.infer(demo_batch[:3]).probs  # padded into the size-4 graph
-        single = graphed.infer(demo_batch[5:6]).probs  # padded as well: one graph serves every call
-        again = graphed.infer(demo_batch).probs
-        assert graphed.padded_rows == 1 + 3
-    np.testing.assert_allclose(full, expected, rtol=0, atol=1e-5)
-    np.testing.assert_allclose(partial, expected[:3], rtol=0, atol=1e-5)
-    np.testing.assert_allclose(single, expected[5:6], rtol=0, atol=1e-5)
-    np.testing.assert_array_equal(again, full)
-
-
-@pytest.mark.gpu
-@requires_cuda
-def test_cuda_array_inputs_are_used_in_place(artifact: ModelArtifact, demo_batch: np.ndarray) -> None:
-    with TorchBackend(artifact, precision="fp32") as backend:
-        expected = backend.infer(demo_batch).probs
-        on_device = torch.from_numpy(demo_batch).cuda()
-        np.testing.assert_allclose(backend.infer(on_device).probs, expected, rtol=0, atol=1e-6)
-        try:
-            import cupy
-        except ImportError:
-            return
-        stream = cupy.cuda.Stream(non_blocking=True)
-        with stream:
-            array = cupy.asarray(demo_batch)
-        stream.synchronize()  # produced on another stream: finish it before handing it over (see module docs)
-        np.testing.assert_allclose(backend.infer(array).probs, expected, rtol=0, atol=1e-6)
-        with pytest.raises(InvalidBatchError, match="dtype float16"):
-            backend.infer(array.astype(cupy.float16))

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-from paths import REPO
 
 from allbatch import CLASS_NAMES
 from allbatch.core.errors import UserInputError
@@ -107,18 +106,3 @@ def test_assign_labels_without_built_in_names_uses_only_the_user_map() -> None:
 def test_a_built_in_class_the_model_lacks_is_unknown() -> None:
     out = assign_labels(["Pro/a.jpg", "Benign/b.jpg"], ["Benign", "Malignant"])
     assert out.truth.tolist() == [-1, 0]
-
-
-@pytest.fixture
-def dataset_root() -> Path:
-    root = REPO.parent / "shared/data/all-kaggle"
-    if not root.is_dir():
-        pytest.skip(f"dataset not found at {root}")
-    return root
-
-
-@pytest.mark.realdata
-def test_the_dataset_folders_map_to_the_four_classes(dataset_root: Path) -> None:
-    for part in ("Original", "Segmented"):
-        folders = sorted(p.name for p in (dataset_root / part).iterdir() if p.is_dir())
-        assert sorted(default_class_for(f) or "?" for f in folders) == sorted(CLASS_NAMES), (part, folders)

@@ -1,4 +1,5 @@
-"""DaliPreparer on DALI's CPU operators against the Pillow/NumPy path: exact rows, statuses, partial batches."""
+"""DaliPreparer on DALI's CPU operators against the Pillow/NumPy path: exact rows, statuses, partial batches
+(on the development images: tests/realdata/test_dali_preparer_realdata.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from dali_support import development_files, needs_dali, require_dataset
+from dali_support import SEG, dali_cpu_preparer, encoded, needs_dali, recipe_reference
 from image_factory import encode, smear_like, write_bad_files
 
 from allbatch.core.records import EncodedImage
@@ -16,70 +17,29 @@ from allbatch.input.discover import discover
 from allbatch.input.read import read_encoded
 from allbatch.prepare.cpu import PillowPreparer
 from allbatch.prepare.preprocessing import Preprocessing
-from allbatch.prepare.recipe import prepare_bytes
-from allbatch.prepare.segment import SegmentationParams
 
 pytestmark = needs_dali
 
-SEG = SegmentationParams()
 RESIZE_TOLERANCE = 24 / 255 / 0.25
 """Largest input difference allowed where DALI resizes (24 levels, see test_dali_graph), in input units."""
-
-
-def reference(data: bytes, prep: Preprocessing) -> tuple[np.ndarray, float]:
-    """The CPU recipe the DALI path must reproduce: ((2, 3, S, S) float32, mask fraction)."""
-    prepared = prepare_bytes(data, prep, SEG)
-    return prepared.inputs, prepared.mask_fraction
-
-
-def encoded(datas: list[bytes]) -> list[EncodedImage]:
-    return [EncodedImage(i, f"img{i:03d}.png", data, "") for i, data in enumerate(datas)]
-
-
-def dali_preparer(prep: Preprocessing, max_batch: int = 16, **kwargs: Any) -> Any:
-    from allbatch.prepare.dali.preparer import DaliPreparer
-
-    return DaliPreparer(prep, SEG, device="cpu", max_batch=max_batch, num_threads=2, **kwargs)
-
-
-@pytest.mark.realdata
-@pytest.mark.parametrize("band", [0.0, 48 / 224])
-def test_equals_the_pillow_path_exactly_on_development_images(band: float) -> None:
-    prep = Preprocessing(blank_bottom_fraction=band)
-    datas = [path.read_bytes() for path in development_files(require_dataset())]
-    preparer = dali_preparer(prep, max_batch=32)
-    batch = preparer.prepare(encoded(datas))
-    preparer.close()
-    assert isinstance(batch.inputs, np.ndarray) and batch.inputs.dtype == np.float32
-    assert batch.inputs.shape == (64, 2, 3, 224, 224)
-    assert all(image.status == ImageStatus.OK for image in batch.images)
-    for row, data in enumerate(datas):
-        pair, fraction = reference(data, prep)
-        assert np.array_equal(batch.inputs[row], pair), row  # tolerance 0
-        assert batch.mask_fraction[row] == np.float32(fraction)
-    pillow = PillowPreparer(prep, SEG, threads=1)
-    cpu = pillow.prepare(encoded(datas))
-    pillow.close()
-    assert np.array_equal(batch.inputs, cpu.inputs)
-    assert np.array_equal(batch.mask_fraction, cpu.mask_fraction)
 
 
 def test_other_sizes_are_close_and_mask_fractions_exact() -> None:
     prep = Preprocessing(blank_bottom_fraction=0.2)
     shapes = [(300, 400), (180, 240), (224, 224), (97, 224), (640, 480)]
     datas = [encode(smear_like(seed, shape), "PNG") for seed, shape in enumerate(shapes)]
-    batch = dali_preparer(prep).prepare(encoded(datas))
+    batch = dali_cpu_preparer(prep).prepare(encoded(datas))
     for row, data in enumerate(datas):
-        pair, fraction = reference(data, prep)
+        pair, fraction = recipe_reference(data, prep)
         assert np.abs(batch.inputs[row] - pair).max() <= RESIZE_TOLERANCE
         assert batch.mask_fraction[row] == np.float32(fraction)
-    assert np.array_equal(batch.inputs[2], reference(datas[2], prep)[0])
+    assert np.array_equal(batch.inputs[2], recipe_reference(datas[2], prep)[0])
 
 
 def test_last_partial_batch_is_exact() -> None:
     prep = Preprocessing()
     datas = [encode(smear_like(seed), "PNG") for seed in range(10)]
-    preparer = dali_preparer(prep, max_batch=4)
+    preparer = dali_cpu_preparer(prep, max_batch=4)
     sizes: list[int] = []
     submit = preparer.runner.submit
 
@@ -92,7 +52,7 @@ def test_last_partial_batch_is_exact() -> None:
     assert sizes == [4, 4, 2]
     assert batch.inputs.shape == (10, 2, 3, 224, 224) and batch.mask_fraction.shape == (10,)
     for row, data in enumerate(datas):
-        pair, fraction = reference(data, prep)
+        pair, fraction = recipe_reference(data, prep)
         assert np.array_equal(batch.inputs[row], pair)
         assert batch.mask_fraction[row] == np.float32(fraction)
 
@@ -108,7 +68,7 @@ def test_corrupt_files_are_isolated_and_no_row_is_lost() -> None:
     datas[1] = whole[: len(whole) // 2]  # refused by the header check
     datas[4] = bytes(good_png)  # passes the header check, fails in DALI: dropped, the rest run once more
     datas[6] = np.random.default_rng(3).integers(0, 256, 4000, dtype=np.uint8).tobytes()
-    preparer = dali_preparer(prep, max_batch=9)
+    preparer = dali_cpu_preparer(prep, max_batch=9)
     batch = preparer.prepare(encoded(datas))
     failed = {i: (image.status, image.error) for i, image in enumerate(batch.images) if image.status != ImageStatus.OK}
     assert sorted(failed) == [1, 4, 6]
@@ -119,7 +79,7 @@ def test_corrupt_files_are_isolated_and_no_row_is_lost() -> None:
     assert batch.ok_positions == [0, 2, 3, 5, 7, 8]
     assert batch.inputs.shape[0] == 6
     for row, position in enumerate(batch.ok_positions):
-        assert np.array_equal(batch.inputs[row], reference(datas[position], prep)[0])
+        assert np.array_equal(batch.inputs[row], recipe_reference(datas[position], prep)[0])
     assert np.isnan(batch.mask_fraction[[1, 4, 6]]).all() and not np.isnan(batch.mask_fraction[batch.ok_positions]).any()
     assert preparer.runner.rebuilds == 0  # the pipeline that failed on the file ran the rest (issue 22)
 
@@ -128,7 +88,7 @@ def test_statuses_match_the_cpu_path_on_every_kind_of_bad_file(tmp_path: Path) -
     expected = write_bad_files(tmp_path)
     images = [read_encoded(i, item) for i, item in enumerate(discover(tmp_path))]
     prep = Preprocessing()
-    dali = dali_preparer(prep).prepare(images)
+    dali = dali_cpu_preparer(prep).prepare(images)
     cpu_images = [read_encoded(i, item) for i, item in enumerate(discover(tmp_path))]
     cpu = PillowPreparer(prep, SEG, threads=1).prepare(cpu_images)
     assert {image.relpath: image.status.name.lower() for image in dali.images} == expected
@@ -144,7 +104,7 @@ def test_unreadable_and_already_failed_images_pass_through() -> None:
         EncodedImage(0, "gone.jpg", None, "", ImageStatus.UNREADABLE, "cannot read file"),
         EncodedImage(1, "empty.jpg", None, "abc", ImageStatus.EMPTY, "file is empty (0 bytes)"),
     ]
-    preparer = dali_preparer(Preprocessing())
+    preparer = dali_cpu_preparer(Preprocessing())
     batch = preparer.prepare(images)
     assert [(image.status, image.error) for image in batch.images] == [
         (ImageStatus.UNREADABLE, "cannot read file"),
@@ -158,11 +118,11 @@ def test_unreadable_and_already_failed_images_pass_through() -> None:
 def test_float16_inputs_and_names() -> None:
     prep = Preprocessing()
     datas = [encode(smear_like(seed), "PNG") for seed in range(3)]
-    half = dali_preparer(prep, input_dtype="float16")
+    half = dali_cpu_preparer(prep, input_dtype="float16")
     batch = half.prepare(encoded(datas))
     assert half.name == "dali-cpu"
     assert batch.inputs.dtype == np.float16
-    full = np.stack([reference(data, prep)[0] for data in datas])
+    full = np.stack([recipe_reference(data, prep)[0] for data in datas])
     assert np.array_equal(batch.inputs, full.astype(np.float16))
 
 
@@ -186,8 +146,8 @@ def test_pixel_budget_splits_runs_without_changing_rows() -> None:
     """Large frames at a big batch are decoded in several DALI runs (bounded memory); rows stay exact."""
     datas = [encode(smear_like(seed, size=(96 + 8 * seed, 128)), "PNG") for seed in range(7)]
     prep = Preprocessing(size=64, blank_bottom_fraction=0.1)
-    whole = dali_preparer(prep, max_batch=16)
-    split = dali_preparer(prep, max_batch=16, max_run_pixels=40_000)  # 3 runs: 3 + 2 + 2 frames
+    whole = dali_cpu_preparer(prep, max_batch=16)
+    split = dali_cpu_preparer(prep, max_batch=16, max_run_pixels=40_000)  # 3 runs: 3 + 2 + 2 frames
     expected, got = whole.prepare(encoded(datas)), split.prepare(encoded(datas))
     whole.close()
     split.close()

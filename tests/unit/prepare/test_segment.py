@@ -1,35 +1,22 @@
-"""Segmentation: bit-exact with the authors' OpenCV calls; agreement with their Segmented/ images."""
+"""Segmentation: bit-exact with the authors' OpenCV calls on every colour (on every development image, and the
+agreement with their Segmented/ images: tests/realdata/test_segment_realdata.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from image_factory import DATASET
+from segment_support import IMPLEMENTATIONS, opencv_reference, use_implementation
 
 import allbatch.prepare.segment as segment_module
-from allbatch.input.decode import decode_rgb
 from allbatch.prepare.segment import SegmentationParams, authors_mask, mask_iou, opencv_rgb2hsv, segment
 
 cv2 = pytest.importorskip("cv2", reason="opencv-python-headless (dev extra) is the reference implementation")
-needs_data = pytest.mark.skipif(not DATASET.is_dir(), reason=f"development images not present at {DATASET}")
 
 
-@pytest.fixture(params=["opencv", "numpy"])
+@pytest.fixture(params=IMPLEMENTATIONS)
 def implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """``segment`` through OpenCV (what runs where it is installed) or through the NumPy port (where it is not)."""
-    if request.param == "numpy":
-        monkeypatch.setattr(segment_module, "opencv", lambda: None)
-    else:
-        assert segment_module.opencv() is cv2
-    return str(request.param)
-
-
-def opencv_reference(bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The authors' calls on a BGR array: (masked HSV as stored in their JPEG read as RGB, mask)."""
-    hsv = cv2.cvtColor(bgr, cv2.COLOR_RGB2HSV)
-    mask = cv2.inRange(hsv, (168, 50, 50), (182, 255, 255))
-    masked = cv2.bitwise_and(hsv, hsv, mask=mask)
-    return masked[..., ::-1], mask > 0
+    return use_implementation(request.param, monkeypatch)
 
 
 def test_hsv_matches_opencv_on_every_8bit_colour() -> None:
@@ -48,43 +35,6 @@ def test_segment_matches_opencv_on_every_8bit_colour(implementation: str) -> Non
     assert np.array_equal(mask, ref_mask)
     assert np.array_equal(segmented, ref_segmented)
     assert 0 < mask.mean() < 0.2
-
-
-@needs_data
-@pytest.mark.realdata
-def test_bit_exact_with_opencv_on_every_development_image(implementation: str) -> None:
-    files = sorted((DATASET / "Original").glob("*/*.jpg"))
-    assert len(files) == 2556
-    differing_pixels = 0
-    for path in files:
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        ours, mask = segment(np.ascontiguousarray(bgr[..., ::-1]), SegmentationParams())
-        ref, ref_mask = opencv_reference(bgr)
-        differing_pixels += int((mask != ref_mask).sum()) + int((ours != ref).any(axis=-1).sum())
-    assert differing_pixels == 0
-
-
-@needs_data
-@pytest.mark.realdata
-def test_pillow_decode_equals_opencv_decode_on_development_images() -> None:
-    for path in sorted((DATASET / "Original").glob("*/*.jpg"))[::40]:
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        assert np.array_equal(decode_rgb(path.read_bytes()), bgr[..., ::-1]), path.name
-
-
-@needs_data
-@pytest.mark.realdata
-def test_agreement_with_authors_masks_regression() -> None:
-    """Measured 2026-11-24 (all 2,556): median 0.817, p10 0.358; Pro median 0.393. Guard against drift."""
-    from factory.segment_agreement import agreement
-
-    per_class, overall = agreement(DATASET)
-    by_name = {row.name: row for row in per_class}
-    assert overall.n == 2556
-    assert 0.80 <= overall.median <= 0.84
-    assert 0.33 <= overall.p10 <= 0.39
-    assert 0.37 <= by_name["Pro"].median <= 0.42
-    assert by_name["Pre"].median >= 0.88
 
 
 def test_mask_helpers() -> None:

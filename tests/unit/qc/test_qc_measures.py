@@ -1,14 +1,15 @@
-"""Quality-control measures: each against an independent computation, and the CuPy path against NumPy."""
+"""Quality-control measures: each against an independent computation (the CuPy path against NumPy:
+tests/gpu/test_qc_measures_cupy.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from PIL import Image
+from qc_support import PREP, model_inputs
 from scipy import ndimage
 from scipy.special import logsumexp, softmax
 
-from allbatch.prepare.preprocessing import Preprocessing
 from allbatch.qc import measures as measures_module
 from allbatch.qc.flags import QcFlag, flag_words, reason
 from allbatch.qc.measures import confidence_measures, count_components, input_measures, mahalanobis_distance
@@ -16,14 +17,6 @@ from allbatch.qc.stage import apply_rules
 from allbatch.qc.stats import Rule, decode_array, encode_array
 from factory.qc_collect import Collected
 from factory.qc_fit import fit_qc
-
-PREP = Preprocessing(blank_bottom_fraction=0.25)
-
-
-def _inputs(originals: np.ndarray, segmented: np.ndarray) -> np.ndarray:
-    """(N, S, S, 3) uint8 pairs -> (N, 2, 3, S, S) float32 model input, normalised as PREP says."""
-    pair = np.stack([originals, segmented], axis=1).astype(np.float32)  # (N, 2, S, S, 3)
-    return np.ascontiguousarray(((pair / 255.0 - PREP.mean) / PREP.std).transpose(0, 1, 4, 2, 3)).astype(np.float32)
 
 
 def test_confidence_measures_match_scipy() -> None:
@@ -67,7 +60,7 @@ def test_input_measures_of_known_images(labelling: str) -> None:
     segmented = np.zeros((3, size, size, 3), dtype=np.uint8)
     segmented[0, 10:20, 10:20] = 200
     segmented[0, 50:60, 50:60] = 200
-    got = input_measures(_inputs(np.stack([flat, noisy, smooth]), segmented), PREP)
+    got = input_measures(model_inputs(np.stack([flat, noisy, smooth]), segmented), PREP)
     assert got["blur"][0] == pytest.approx(0.0, abs=1e-3)
     assert got["blur"][1] > 50 * got["blur"][2] > 0
     np.testing.assert_allclose(got["colour"][0], [200, 150, 220, 70], atol=0.01)
@@ -98,7 +91,7 @@ def test_stain_hue_is_the_hue_of_the_stained_pixels_only() -> None:
     grey = np.full((size, size, 3), 128, dtype=np.uint8)
     pale = np.full((size, size, 3), background, dtype=np.uint8)  # chroma 35 <= STAIN_CHROMA: nothing stained
     originals = np.stack([*flats, smear, grey, pale])
-    got = input_measures(_inputs(originals, np.zeros_like(originals)), PREP)["stain_hue"]
+    got = input_measures(model_inputs(originals, np.zeros_like(originals)), PREP)["stain_hue"]
     assert got.dtype == np.float32 and got.shape == (len(originals),)
     assert ((got[:6] >= 0) & (got[:6] < 360)).all()
     # the HSV hue at the primaries and secondaries, up to a turn (0 and 360 are the same hue)
@@ -119,7 +112,7 @@ def test_stain_hue_follows_a_hue_rotation_and_ignores_brightness() -> None:
     rotated = np.asarray(Image.fromarray(hsv, mode="HSV").convert("RGB"))
     darker = (base.astype(np.float32) * 0.9).round().astype(np.uint8)
     originals = np.stack([base, rotated, darker])
-    got = input_measures(_inputs(originals, np.zeros_like(originals)), PREP)["stain_hue"]
+    got = input_measures(model_inputs(originals, np.zeros_like(originals)), PREP)["stain_hue"]
     assert 250 < got[0] < 270
     assert (got[1] - got[0]) % 360.0 == pytest.approx(90.0, abs=3.0)  # Pillow's 8-bit HSV rounds a little
     assert got[2] == pytest.approx(got[0], abs=1.0)
@@ -163,35 +156,6 @@ def test_arrays_round_trip_through_the_manifest_encoding() -> None:
     array = np.random.default_rng(4).normal(size=(3, 5)).astype(np.float32)
     np.testing.assert_array_equal(decode_array(encode_array(array, "float32")), array)
     np.testing.assert_allclose(decode_array(encode_array(array, "float16")), array, rtol=1e-3)
-
-
-@pytest.mark.gpu
-def test_cupy_measures_equal_numpy() -> None:
-    cupy = pytest.importorskip("cupy", reason="needs CuPy and a CUDA GPU")
-    try:
-        cupy.cuda.runtime.getDeviceCount()
-    except cupy.cuda.runtime.CUDARuntimeError:
-        pytest.skip("no CUDA GPU")
-    rng = np.random.default_rng(5)
-    originals = rng.integers(0, 256, (5, PREP.size, PREP.size, 3), dtype=np.uint8)
-    segmented = np.where(rng.random((5, PREP.size, PREP.size, 1)) > 0.95, originals, 0).astype(np.uint8)
-    inputs = _inputs(originals, segmented)
-    cpu = input_measures(inputs, PREP)
-    gpu = input_measures(cupy.asarray(inputs), PREP)
-    np.testing.assert_allclose(gpu["blur"].get(), cpu["blur"], rtol=1e-4)
-    np.testing.assert_allclose(gpu["colour"].get(), cpu["colour"], rtol=1e-5)
-    np.testing.assert_allclose(gpu["stain_hue"].get(), cpu["stain_hue"], atol=1e-3)
-    np.testing.assert_array_equal(gpu["components"].get(), cpu["components"])
-    logits = rng.normal(size=(5, 4)).astype(np.float32)
-    for key, value in confidence_measures(cupy.asarray(logits)).items():
-        np.testing.assert_allclose(value.get(), confidence_measures(logits)[key], rtol=1e-5, atol=1e-6)
-    features = rng.normal(size=(5, 16)).astype(np.float32)
-    means = rng.normal(size=(4, 16)).astype(np.float32)
-    basis = np.linalg.qr(rng.normal(size=(16, 3)))[0].T.astype(np.float32)
-    variances = np.array([0.3, 0.2, 0.1], dtype=np.float32)
-    expected = mahalanobis_distance(features, means, basis, variances, 0.01)
-    on_gpu = mahalanobis_distance(cupy.asarray(features), cupy.asarray(means), cupy.asarray(basis), cupy.asarray(variances), 0.01)
-    np.testing.assert_allclose(on_gpu.get(), expected, rtol=1e-4)
 
 
 def test_fit_refuses_outputs_collected_without_the_stain_hue() -> None:

@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from dali_support import HAS_DALI, cuda_reason, development_files, require_dataset
+from dali_support import HAS_DALI, cuda_reason
 from image_factory import encode, smear_like
-from paths import REPO
+from paths import REPO, development_files, require_dataset
 
 from allbatch.core.records import EncodedImage
 from allbatch.core.status import ImageStatus

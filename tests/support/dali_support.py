@@ -65,9 +65,9 @@ def run_raw_graph(images: list[np.ndarray], build: Any, device: str = "cpu") -> 
     return [out.as_cpu() if hasattr(out, "as_cpu") else out for out in outputs]
 
 
-def encoded(datas: list[bytes]) -> list[EncodedImage]:
-    """Encoded bytes as the read stage hands them on (``img000.png``, ``img001.png``, ...; status ok)."""
-    return [EncodedImage(i, f"img{i:03d}.png", data, "") for i, data in enumerate(datas)]
+def encoded(datas: list[bytes], first: int = 0) -> list[EncodedImage]:
+    """Encoded bytes as the read stage hands them on (indices from ``first``, ``img000.png``, ...; status ok)."""
+    return [EncodedImage(first + i, f"img{first + i:03d}.png", data, "") for i, data in enumerate(datas)]
 
 
 def recipe_reference(data: bytes, prep: Preprocessing, seg: SegmentationParams = SEG) -> tuple[np.ndarray, float]:

@@ -9,11 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
-from dali_support import development_files, needs_dali, require_dataset
+from dali_support import dali_cpu_preparer, encoded, needs_dali
 from image_factory import encode, smear_like
 
-from allbatch.core.records import EncodedImage
 from allbatch.core.status import ImageStatus
 from allbatch.prepare.cpu import PillowPreparer
 from allbatch.prepare.dali import pipeline_cache
@@ -23,16 +21,6 @@ from allbatch.prepare.segment import SegmentationParams
 pytestmark = needs_dali
 
 SEG = SegmentationParams()
-
-
-def encoded(datas: list[bytes], first: int = 0) -> list[EncodedImage]:
-    return [EncodedImage(first + i, f"img{first + i:03d}.png", data, "") for i, data in enumerate(datas)]
-
-
-def dali_preparer(prep: Preprocessing, max_batch: int, prefetch_depth: int = 2) -> Any:
-    from allbatch.prepare.dali.preparer import DaliPreparer
-
-    return DaliPreparer(prep, SEG, device="cpu", max_batch=max_batch, num_threads=2, prefetch_depth=prefetch_depth)
 
 
 def damaged_png(seed: int) -> bytes:
@@ -96,25 +84,6 @@ def test_bench_rounds_reuse_the_pipeline_and_report_start_up_apart(tiny_model: P
 # ----- running ahead keeps order and exactness -----------------------------------------------------
 
 
-@pytest.mark.realdata
-def test_batches_started_ahead_equal_the_serial_cpu_preparer() -> None:
-    datas = [path.read_bytes() for path in development_files(require_dataset(), count=48)]
-    prep = Preprocessing(blank_bottom_fraction=48 / 224)
-    batches = [datas[k : k + 12] for k in range(0, 48, 12)]
-    preparer = dali_preparer(prep, max_batch=8, prefetch_depth=2)  # 12 images: two DALI runs per batch
-    pending = [preparer.start(encoded(batch, 12 * k)) for k, batch in enumerate(batches)]  # all four under way
-    assert preparer.runner.in_flight <= 2  # at most prefetch_depth runs ahead; the rest waits collected
-    got = [preparer.finish(p) for p in pending]
-    preparer.close()
-    pillow = PillowPreparer(prep, SEG, threads=1)
-    for k, batch in enumerate(batches):
-        expected = pillow.prepare(encoded(batch, 12 * k))
-        assert [image.relpath for image in got[k].images] == [image.relpath for image in expected.images]
-        assert np.array_equal(got[k].inputs, expected.inputs)  # bit for bit, in order
-        assert np.array_equal(got[k].mask_fraction, expected.mask_fraction)
-    pillow.close()
-
-
 def test_a_run_ahead_result_equals_the_cpu_path_row_for_row(tiny_model: Path, tmp_path: Path) -> None:
     """The engine's producer with DALI two batches ahead writes exactly the rows of the Pillow path."""
     from allbatch.results.reader import read_results
@@ -144,7 +113,7 @@ def test_a_file_dali_rejects_costs_one_extra_run_and_no_rebuild() -> None:
     prep = Preprocessing()
     datas = [encode(smear_like(seed), "PNG") for seed in range(16)]
     datas[11] = damaged_png(11)
-    preparer = dali_preparer(prep, max_batch=16)
+    preparer = dali_cpu_preparer(prep, max_batch=16)
     preparer.prepare(encoded(datas[:4]))  # the pipeline exists (built or borrowed)
     builds = pipeline_cache.stats().builds
     fed: list[int] = []
@@ -170,23 +139,3 @@ def test_a_file_dali_rejects_costs_one_extra_run_and_no_rebuild() -> None:
 
 
 # ----- point 4: fancy upsampling ---------------------------------------------------------------------
-
-
-@pytest.mark.realdata
-def test_the_decoder_with_fancy_upsampling_decodes_as_the_cpu_path() -> None:
-    """``jpeg_fancy_upsampling`` is set in the graph; DALI's decoder with it gives Pillow's pixels exactly on
-    4:2:0 development JPEGs, while nvJPEG's default (simple) chroma upsampling would not."""
-    from allbatch.input.decode import decode_rgb, decode_rgb_simple_upsampling
-    from allbatch.prepare.dali.pipeline import DaliRunner, build_pipeline
-
-    prep = Preprocessing()
-    assert b"jpeg_fancy_upsampling" in build_pipeline(4, "cpu", SEG, prep, 1, None, fancy_upsampling=True).serialize()
-    datas = [path.read_bytes() for path in development_files(require_dataset(), count=16)]
-    runner = DaliRunner(prep, SEG, "cpu", max_batch=16, num_threads=1, fancy_upsampling=True)
-    batch = runner.run(datas)
-    runner.close()
-    differs = 0
-    for row, data in enumerate(datas):
-        assert np.array_equal(batch.original[row], decode_rgb(data))  # the CPU path's decode, bit for bit
-        differs += int(not np.array_equal(decode_rgb_simple_upsampling(data), decode_rgb(data)))
-    assert differs == len(datas)  # simple upsampling (nvJPEG without the flag) gives other pixels on every image

@@ -9,6 +9,11 @@ shows one progress bar for all of them and, when every worker succeeded, merges 
 worker that dies is reported with its shard; the other workers finish their parts, and the same command
 with ``--resume`` redoes only what is missing (each part resumes like a normal run).
 
+The parent holds the output's lock from planning to the end (merge and folder table included), so a second
+run on the same output is refused before it touches the parts; a part still locked by a live worker (of a
+parent that died) is refused naming that worker. A worker whose parent dies, however it dies, stops after
+its chunk in flight and exits (``stop_when_parent_dies``); ``--resume`` then finishes the parts.
+
 Workers are started with the ``spawn`` method: a fresh interpreter, so ``CUDA_VISIBLE_DEVICES`` is set
 before any CUDA library is imported, and no CUDA context or thread is inherited from the parent.
 """

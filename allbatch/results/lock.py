@@ -9,6 +9,7 @@ killed run leaves a lock file that no longer locks anything.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from pathlib import Path
 from types import TracebackType
@@ -16,38 +17,74 @@ from typing import Self
 
 from allbatch.core.errors import UserInputError
 
+LOCK_SUFFIX = ".allbatch-lock"
+
 
 def lock_path(output: Path) -> Path:
     """The advisory lock file beside ``output``."""
-    return output.with_name(f".{output.name}.allbatch-lock")
+    return output.with_name(f".{output.name}{LOCK_SUFFIX}")
 
 
-def output_locked(output: Path) -> bool:
-    """True when another process holds the lock of ``output`` (POSIX; False elsewhere).
+HOLDER_BYTES = 4096
+"""At most this much of a lock file is read back as its holder's description."""
+
+
+def this_process() -> str:
+    """How a refusal names the process holding a lock: "pid N", and for a worker process started by
+    ``multiprocessing`` (``--workers``/``--gpus``) its name and its parent's pid, e.g.
+    "pid 812, worker 1 (shard 1/2, CPU) of pid 800"."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return f"pid {os.getpid()}"
+    return f"pid {os.getpid()}, {multiprocessing.current_process().name} of pid {parent.pid}"
+
+
+def lock_holder(output: Path) -> str | None:
+    """The process holding the lock of ``output`` as its holder wrote it (``this_process``; "" when it
+    wrote nothing yet), or None when no process holds it (POSIX; always None elsewhere).
 
     Probes the existing lock file only: an absent one means no writer, and a stale one left by a
     killed run is not locked. Creates nothing, deletes nothing."""
     try:
         import fcntl
     except ImportError:
-        return False
+        return None
     try:
         fd = os.open(lock_path(output), os.O_RDONLY)
     except OSError:
-        return False
+        return None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except OSError:
-        return True
+        return os.pread(fd, HOLDER_BYTES, 0).decode("utf-8", "replace").strip()
     else:
         fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
+        return None
     finally:
         os.close(fd)
 
 
+def held_locks(folder: Path, pattern: str) -> list[tuple[Path, str]]:
+    """The outputs in ``folder`` whose names match the glob ``pattern`` and whose lock a live process
+    holds, with that holder (``lock_holder``); an output need not exist yet for its lock to be held."""
+    held = []
+    for candidate in sorted(folder.glob(f".{pattern}{LOCK_SUFFIX}")):
+        output = folder / candidate.name[1 : -len(LOCK_SUFFIX)]
+        holder = lock_holder(output)
+        if holder is not None:
+            held.append((output, holder))
+    return held
+
+
+def locked_message(output: Path, holder: str | None) -> str:
+    """The one-line refusal for an output another process writes, naming that process when known."""
+    who = f"another allbatch run ({holder})" if holder else "another allbatch run"
+    return f"{who} is writing {output}; wait for it to finish"
+
+
 class OutputLock:
-    """The lock of one output, taken on construction (UserInputError when another run holds it).
+    """The lock of one output, taken on construction (UserInputError naming the holder when another
+    process holds it; the lock file then holds ``this_process()`` of its holder).
 
     ``release`` is idempotent; a context manager releases on exit. ``borrowed()`` gives a handle for a
     callee (the results writer) that must not release a lock its caller (the run plan) owns."""
@@ -66,9 +103,13 @@ class OutputLock:
         except ImportError:
             pass
         except OSError:
+            holder = os.pread(self._fd, HOLDER_BYTES, 0).decode("utf-8", "replace").strip()
             os.close(self._fd)
             self._fd = None
-            raise UserInputError(f"another allbatch run is writing {self.output}; wait for it to finish") from None
+            raise UserInputError(locked_message(self.output, holder)) from None
+        else:  # who holds it, for the refusal another process gets (``lock_holder``)
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, this_process().encode("utf-8"), 0)
 
     @property
     def held(self) -> bool:

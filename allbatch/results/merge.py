@@ -9,7 +9,10 @@ The output is what a single-process run over the same folder writes: the same da
 per-row dataset of the parts, whatever its group, so columns added later travel without changes
 here), rows in discovered order, the compact layout, and the root attributes of a whole run, plus
 ``merged_from`` listing the parts. It is written beside the output and renamed over it, so a kill
-leaves no half-merged file.
+leaves no half-merged file; the temporary copies of killed merges are removed by the next writer of the
+output (under its lock). The folder table (``/groups``) is derived data: the parts' own tables are
+dropped, and the caller (the ``merge`` command, the local executor) writes the merged rows' one under the
+same lock (results/ does not summarise).
 """
 
 from __future__ import annotations
@@ -26,13 +29,14 @@ import h5py
 import numpy as np
 import numpy.typing as npt
 
-from allbatch.core.atomic_file import fsync_path, install, tmp_path
+from allbatch.core.atomic_file import fsync_path, install, remove_stale, tmp_path
 from allbatch.core.errors import UserInputError
 from allbatch.core.status import ImageStatus
 from allbatch.input.shard import DiscoveryRecord, Shard
 from allbatch.results.lock import BorrowedLock, OutputLock, take_lock
 from allbatch.results.schema import (
     CHUNK_ROWS,
+    GROUPS,
     GZIP_LEVEL,
     INDEX,
     N_COMMITTED,
@@ -49,6 +53,10 @@ from allbatch.results.schema import (
 log = logging.getLogger("allbatch.results.merge")
 
 META_GROUP = "meta"
+DERIVED = (META_GROUP, GROUPS)
+"""Top-level groups that are not rows: /meta (the commit counter, large attributes) and /groups (the folder
+table of the part's own rows, which may by chance have as many folders as the part has rows). Neither is
+merged row by row nor copied; the caller writes the merged rows' folder table (``summarize.groups_h5``)."""
 EXAMPLES = 10
 """Rows named per problem in an error message (the count is always given)."""
 
@@ -82,14 +90,19 @@ class MergeSummary:
     datasets: list[str]
 
 
+def _derived(name: str) -> bool:
+    """True for an object inside (or being) one of the ``DERIVED`` top-level groups."""
+    return name.split("/", 1)[0] in DERIVED
+
+
 def row_dataset_names(f: h5py.File) -> dict[str, tuple[Any, tuple[int, ...]]]:
-    """Every per-row dataset of a results file: each dataset outside /meta whose first axis has the
-    length of /images/path (the row axis, in either layout). name -> (dtype, row shape)."""
+    """Every per-row dataset of a results file: each dataset outside /meta and /groups whose first axis has
+    the length of /images/path (the row axis, in either layout). name -> (dtype, row shape)."""
     n_rows = f[PATH].shape[0]
     found: dict[str, tuple[Any, tuple[int, ...]]] = {}
 
     def visit(name: str, obj: Any) -> None:
-        if isinstance(obj, h5py.Dataset) and not name.startswith(f"{META_GROUP}/") and obj.ndim >= 1 and obj.shape[0] == n_rows:
+        if isinstance(obj, h5py.Dataset) and not _derived(name) and obj.ndim >= 1 and obj.shape[0] == n_rows:
             found[name] = (obj.dtype, tuple(obj.shape[1:]))
 
     f.visititems(visit)
@@ -215,7 +228,8 @@ def merge_parts(
 ) -> MergeSummary:
     """Check the parts (module docstring) and write ``output``. Raises MergeError (a UserInputError)
     naming what is wrong; nothing is written then. ``lock``: the output's lock when the caller holds it
-    (the local executor's run plan); else merge takes it while it writes."""
+    (the local executor's run plan, the ``merge`` command, which then writes the folder table under it);
+    else merge takes it while it writes. The output has no ``/groups``: the caller writes the merged rows' one."""
     paths = [Path(p) for p in part_paths]
     if not paths:
         raise MergeError("no part files given")
@@ -236,6 +250,7 @@ def merge_parts(
         raise MergeError("cannot merge: " + "; ".join(problems))
     lock = take_lock(output, lock)
     try:
+        remove_stale(output)  # temporary copies killed writers of this output left (no live one: we hold its lock)
         tmp, digest = _write(parts, output, _merged_attrs(parts, argv or []))
         if digest != parts[0].record.sha256:
             tmp.unlink(missing_ok=True)
@@ -254,7 +269,7 @@ def merge_parts(
 def _write(parts: list[_Part], output: Path, attrs: dict[str, Any]) -> tuple[Path, str]:
     """Write the merged file beside ``output``; return its temporary path and the digest of its paths in order.
 
-    Datasets and groups outside /meta that are not per-row (none today) are copied from the first part."""
+    Datasets and groups outside /meta and /groups that are not per-row (none today) are copied from the first part."""
     total = parts[0].record.total
     tmp = tmp_path(output)
     digest = hashlib.sha256()
@@ -294,9 +309,9 @@ def _write(parts: list[_Part], output: Path, attrs: dict[str, Any]) -> tuple[Pat
 
 
 def _copy_other_objects(template: h5py.File, dst: h5py.File, row_names: set[str]) -> None:
-    """Group attributes, and datasets that are not per-row, outside /meta: as the first part has them."""
+    """Group attributes, and datasets that are not per-row, outside /meta and /groups: as the first part has them."""
     others: list[tuple[str, Any]] = []
-    template.visititems(lambda name, obj: others.append((name, obj)) if not name.startswith(META_GROUP) else None)
+    template.visititems(lambda name, obj: others.append((name, obj)) if not _derived(name) else None)
     for name, obj in others:
         if isinstance(obj, h5py.Group):
             group = dst.require_group(name)

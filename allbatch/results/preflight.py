@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from allbatch.core.errors import UserInputError
-from allbatch.results.lock import output_locked
+from allbatch.results.lock import lock_holder, locked_message
 
 WriteMode = Literal["new", "resume", "overwrite"]
 
@@ -48,5 +48,6 @@ def check_output(output: Path, mode: WriteMode) -> None:
         if not _is_hdf5(output):
             verb = "replace" if mode == "overwrite" else "resume"
             raise UserInputError(f"{output} exists and is not an allbatch results file (not HDF5); refusing to {verb} it")
-    if output_locked(output):
-        raise UserInputError(f"another allbatch run is writing {output}; wait for it to finish")
+    holder = lock_holder(output)
+    if holder is not None:
+        raise UserInputError(locked_message(output, holder))

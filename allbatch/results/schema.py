@@ -82,6 +82,9 @@ LABEL = "pred/label"
 MASK_FRACTION = "seg/mask_fraction"
 FILE_STAT = "images/file_stat"
 ROW_CRC = "images/row_crc"
+GROUPS = "groups"
+"""The per-folder table (``summarize.groups_h5``): derived from the live rows, not per-row, rewritten by whoever
+finishes an output (a run, or ``merge`` for the merged rows)."""
 VERSION_2_DATASETS = (INDEX, FILE_STAT, ROW_CRC, *(column.name for column in QC_COLUMNS))
 """Row datasets a version 1 file does not have (readers use their fill values)."""
 

@@ -9,6 +9,11 @@ shows one progress bar for all of them and, when every worker succeeded, merges 
 worker that dies is reported with its shard; the other workers finish their parts, and the same command
 with ``--resume`` redoes only what is missing (each part resumes like a normal run).
 
+The parent holds the output's lock from planning to the end (merge and folder table included), so a second
+run on the same output is refused before it touches the parts; a part still locked by a live worker (of a
+parent that died) is refused naming that worker. A worker whose parent dies, however it dies, stops after
+its chunk in flight and exits (``stop_when_parent_dies``); ``--resume`` then finishes the parts.
+
 Workers are started with the ``spawn`` method: a fresh interpreter, so ``CUDA_VISIBLE_DEVICES`` is set
 before any CUDA library is imported, and no CUDA context or thread is inherited from the parent.
 """
@@ -31,6 +36,7 @@ from typing import Any
 
 from allbatch.core.errors import AllbatchError, UserInputError
 from allbatch.input.shard import Shard
+from allbatch.results.lock import held_locks, locked_message
 from allbatch.run.config import ProgressCallback, RunConfig, RunProgress
 from allbatch.run.engine import run
 from allbatch.run.plan import RunPlan, plan_run
@@ -101,7 +107,13 @@ def part_path(folder: Path, shard: Shard) -> Path:
 
 def _prepare_parts_folder(config: RunConfig, folder: Path) -> None:
     """Refuse or clear what earlier runs left, as the mode says; create the parts folder. Called under the
-    output's lock (the plan checked the output itself)."""
+    output's lock (the plan checked the output itself). A part still locked by a live process (a worker
+    whose parent died, still finishing its chunk) is refused, naming that process, before anything is touched."""
+    if folder.is_dir():
+        held = held_locks(folder, "part-*-of-*.h5")
+        if held:
+            part, holder = held[0]
+            raise UserInputError(locked_message(part, holder))
     if config.mode == "new":
         if folder.exists():
             raise UserInputError(f"{folder} holds the parts of an unfinished run; pass --resume to finish it or --overwrite to start again")
@@ -122,7 +134,29 @@ def _worker_process(slot: WorkerSlot, config: RunConfig, messages: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides: a Ctrl-C there sends SIGTERM to the workers
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())  # a clean stop: the chunk in flight is committed
+    stop_when_parent_dies(stop, messages)
     _worker_main(slot, config, messages, stop)
+
+
+def stop_when_parent_dies(stop: threading.Event, messages: Any) -> threading.Thread | None:
+    """In a worker process: a thread that waits for the parent to exit (however it ends, SIGKILL included) and
+    then stops this worker cleanly: ``stop`` is set (the chunk in flight is committed; ``--resume`` finishes the
+    part) and ``messages`` (a multiprocessing queue) no longer holds the process at exit. Nobody reads the
+    queue any more, so its feeder thread blocks for ever on the full pipe, and a process joins that thread when
+    it exits unless ``Queue.cancel_join_thread`` was called. Returns the thread (None outside a child process)."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return None
+
+    def watch() -> None:
+        parent.join()  # returns when the parent's end of the spawn pipe closes: the parent process has exited
+        log.warning("the parent process (pid %s) is gone: stopping after the chunk in flight", parent.pid)
+        messages.cancel_join_thread()
+        stop.set()
+
+    thread = threading.Thread(target=watch, name="allbatch-parent-watch", daemon=True)
+    thread.start()
+    return thread
 
 
 def _worker_main(slot: WorkerSlot, config: RunConfig, messages: Any, stop: threading.Event | None = None) -> None:
@@ -167,7 +201,7 @@ def _run_planned(plan: RunPlan, slots: list[WorkerSlot], progress: ProgressCallb
     workers: dict[int, tuple[WorkerSlot, BaseProcess]] = {}
     for slot in slots:
         worker_config = dataclasses.replace(config, output=part_path(folder, slot.shard), shard=slot.shard, mode="resume", group_by=None)
-        process: BaseProcess = context.Process(target=_worker_process, args=(slot, worker_config, messages), name=f"allbatch-{slot.label}")
+        process: BaseProcess = context.Process(target=_worker_process, args=(slot, worker_config, messages), name=slot.label)
         workers[slot.shard.index] = (slot, process)
     log.info("%d workers: %s; parts in %s", len(slots), ", ".join(slot.label for slot in slots), folder)
     try:

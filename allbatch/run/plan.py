@@ -20,6 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, Self
 
+from allbatch.core.atomic_file import remove_stale
 from allbatch.core.errors import UserInputError
 from allbatch.core.pathtext import fs_to_text
 from allbatch.input.discover import IMAGE_EXTENSIONS, DiscoveredFile, discover
@@ -156,13 +157,9 @@ class RunPlan:
         plan's lock; None when the run writes no folder table (``config.group_by`` None)."""
         if self.config.group_by is None:
             return None
-        from allbatch.results.reader import read_results
-        from allbatch.summarize.groups import summarize_groups
-        from allbatch.summarize.groups_h5 import write_groups
+        from allbatch.summarize.groups_h5 import store_groups
 
-        table = summarize_groups(read_results(self.config.output), self.config.group_by)
-        write_groups(self.config.output, table)
-        return table
+        return store_groups(self.config.output, self.config.group_by)
 
     def release(self) -> None:
         self.lock.release()
@@ -239,6 +236,7 @@ def plan_run(config: RunConfig) -> RunPlan:
     check_output(config.output, config.mode)
     lock = OutputLock(config.output)  # held until the run ends; the writer checks the mode again under it
     try:
+        remove_stale(config.output)  # temporary copies of killed writers of this output (no live one: we hold its lock)
         artifact = load_model_artifact(config.model)
         check_model_fits(artifact)
     except BaseException:

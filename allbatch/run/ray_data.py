@@ -16,7 +16,9 @@ killed worker loses nothing; if the driver itself dies, ``--resume`` continues f
 
 Cluster: ``ray.init()`` joins the cluster named by ``RAY_ADDRESS`` (e.g. ``ray://head:10001`` or
 ``head:6379``), else starts a local one. Every node must see the input folder and the model at the
-same paths (a shared file system) and have allbatch installed.
+same paths (a shared file system) and have allbatch installed. The job's workers get an empty
+``working_dir``, so that they never import Python code from the directory the run was started in
+(``isolated_working_dir``); a caller that initialised Ray itself keeps its own runtime environment.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import tempfile
 import threading
 import time
 from collections.abc import Mapping
@@ -233,17 +236,33 @@ def run_ray(
         raise UserInputError("--shard cannot be combined with --executor ray (the driver writes every row)")
     if actors is not None and actors < 1:
         raise UserInputError(f"--workers must be at least 1, got {actors}")
-    config = dataclasses.replace(config, model=None if config.model is None else Path(config.model).resolve())
+    # Absolute paths: the actors do not run in this process's working directory (see ``isolated_working_dir``).
+    model = None if config.model is None else Path(config.model).resolve()
+    config = dataclasses.replace(config, source=Path(config.source).absolute(), model=model)
     with plan_run(config) as plan:  # before the cluster starts: options, files, output and its lock, model fit
         ray = _import_ray()
         started_ray = not ray.is_initialized()
-        if started_ray:
-            ray.init(logging_level=logging.WARNING)  # joins RAY_ADDRESS when set, else starts a local cluster
-        try:
-            return _run_planned(ray, plan, actors, progress, stop)
-        finally:
-            if started_ray:
-                ray.shutdown()
+        with tempfile.TemporaryDirectory(prefix="allbatch-ray-") as empty:
+            if started_ray:  # joins RAY_ADDRESS when set, else starts a local cluster
+                ray.init(logging_level=logging.WARNING, runtime_env=isolated_working_dir(Path(empty)))
+            try:
+                return _run_planned(ray, plan, actors, progress, stop)
+            finally:
+                if started_ray:
+                    ray.shutdown()
+
+
+def isolated_working_dir(empty: Path) -> dict[str, str]:
+    """The Ray runtime environment of an allbatch job: an empty ``working_dir``.
+
+    Without a ``working_dir``, ``ray.init`` puts the driver's current directory (and the folder of the
+    script it runs) on every worker's ``sys.path``, ahead of the installed packages (ray/_private/worker.py,
+    ``connect``: ``JobConfig._py_driver_sys_path``; the workers insert it at position 0). Started from inside
+    the input folder, a worker would then import a ``simplejpeg.py`` found there, and a folder named ``allbatch``
+    in the current directory would hide the installed package. With a ``working_dir`` set, Ray adds neither; the
+    workers run in (and import from) the uploaded copy of ``empty`` instead, where there is nothing to import.
+    """
+    return {"working_dir": str(empty)}
 
 
 def _run_planned(

@@ -29,10 +29,10 @@ import h5py
 import numpy as np
 
 from allbatch.core.atomic_file import replacing
-from allbatch.results.schema import open_h5
-from allbatch.summarize.groups import GroupTable
+from allbatch.results.reader import read_results
+from allbatch.results.schema import GROUPS, open_h5
+from allbatch.summarize.groups import GroupTable, summarize_groups
 
-GROUPS = "groups"
 COUNT_COLUMNS = ("images", "ok", "failed", "flagged", "usable")
 
 
@@ -70,6 +70,20 @@ def write_groups(path: Path, table: GroupTable) -> None:
             group.create_dataset("verdict", data=np.array([g.verdict for g in rows], dtype=object), dtype=string)
             group.create_dataset("not_a_smear", data=np.array([g.not_a_smear for g in rows], dtype=np.int64))
             group.create_dataset("benign_tail", data=np.array([g.benign_tail for g in rows], dtype=np.float64))
+
+
+def store_groups(path: Path, group_by: str) -> GroupTable:
+    """Per-folder verdicts of every live row of the results file ``path`` (``summarize_groups``), stored as its
+    ``/groups`` (``write_groups``). Call with the output's lock held: a run at its end, ``merge`` after merging."""
+    table = summarize_groups(read_results(path), group_by)
+    write_groups(path, table)
+    return table
+
+
+def group_by_of(path: Path) -> str | None:
+    """The ``group_by`` the stored ``/groups`` of ``path`` was made with, None when it has none."""
+    with open_h5(Path(path), "r") as f:
+        return str(f[GROUPS].attrs["group_by"]) if GROUPS in f else None
 
 
 def read_groups(path: Path) -> dict[str, object] | None:

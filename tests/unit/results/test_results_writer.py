@@ -388,7 +388,7 @@ def test_a_second_writer_on_the_same_file_is_refused(tmp_path: Path) -> None:
     out = tmp_path / "r.h5"
     with open_writer(out) as writer:
         writer.append(rows_for([0]))
-        with pytest.raises(UserInputError, match="another allbatch run is writing"):
+        with pytest.raises(UserInputError, match=rf"another allbatch run \(pid {os.getpid()}\) is writing"):
             open_writer(out, "resume")
         writer.append(rows_for([1]))
     write_images(out, [2], mode="resume")  # free again once closed

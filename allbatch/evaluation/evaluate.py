@@ -16,7 +16,7 @@ import numpy as np
 
 from allbatch import CLASS_NAMES
 from allbatch.core.errors import ResultsFileError, UserInputError
-from allbatch.core.status import ImageStatus
+from allbatch.core.status import ImageStatus, status_name
 from allbatch.evaluation.labels import assign_labels, parse_class_map
 from allbatch.evaluation.metrics import MulticlassMetrics, ScreeningMetrics, multiclass_metrics, screening_metrics
 from allbatch.qc.flags import reason
@@ -114,7 +114,7 @@ def evaluate_table(table: ResultsTable, config: EvalConfig, results_path: str = 
         raise ResultsFileError(f"{results_path}: probabilities have shape {table.probs.shape}, expected ({len(table)}, {n_classes})")
 
     ok = table.status == ImageStatus.OK
-    failed = [FailedImage(str(table.paths[i]), _status_name(int(table.status[i])), str(table.errors[i])) for i in np.flatnonzero(~ok)]
+    failed = [FailedImage(str(table.paths[i]), status_name(int(table.status[i])), str(table.errors[i])) for i in np.flatnonzero(~ok)]
     input_root = table.attrs.get("input_root")
     ok_paths = [str(p) for p in table.paths[ok]]
     labels = assign_labels(
@@ -177,10 +177,3 @@ def evaluate_table(table: ResultsTable, config: EvalConfig, results_path: str = 
 def evaluate_results(path: Path, config: EvalConfig) -> EvaluationResult:
     """Read the live committed rows of results file ``path`` and evaluate them (see ``evaluate_table``)."""
     return evaluate_table(read_results(Path(path)), config, str(path))
-
-
-def _status_name(value: int) -> str:
-    try:
-        return ImageStatus(value).name.lower()
-    except ValueError:
-        return f"status_{value}"

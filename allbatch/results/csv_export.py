@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 
 from allbatch.core.errors import UserInputError
-from allbatch.core.status import ImageStatus
+from allbatch.core.status import status_name
 from allbatch.qc.flags import reason
 from allbatch.results.reader import read_results
 
@@ -61,7 +61,7 @@ def export_csv(results: Path, out: Path) -> int:
                 [
                     neutralise(str(table.paths[i])),
                     table.sha256[i],
-                    ImageStatus(int(table.status[i])).name.lower(),
+                    status_name(int(table.status[i])),
                     neutralise(str(table.errors[i])),
                     neutralise(table.class_names[label]) if label >= 0 else "",
                     csv_number(float(table.probs[i, label])) if label >= 0 else "",

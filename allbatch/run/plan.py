@@ -126,7 +126,7 @@ class RunPlan:
         config, artifact = self.config, self.artifact
         manifest = artifact.manifest
         out: dict[str, Any] = {
-            "argv": config.argv,
+            "argv": [fs_to_text(arg) for arg in config.argv],  # a non-UTF-8 path argument stored as its escaped text
             "input_root": fs_to_text(str(Path(config.source).resolve())),
             "run_started_utc": datetime.now(UTC).isoformat(timespec="seconds"),
             "host": platform.node(),

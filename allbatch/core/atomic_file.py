@@ -8,6 +8,7 @@ the same output (holding its lock) can remove the ones a killed process left (``
 
 from __future__ import annotations
 
+import errno
 import glob
 import logging
 import os
@@ -15,9 +16,49 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from allbatch.core.errors import OutputWriteError
+
 log = logging.getLogger("allbatch.core.atomic_file")
 
 TMP_SUFFIX = "allbatch-tmp"
+WRITE_ERRNOS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EFBIG: "the file size limit was reached",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.EIO: "an input/output error occurred",
+}
+"""errno -> what a failed write of an output means, in words."""
+
+
+def write_failure_reason(exc: BaseException) -> str | None:
+    """Why writing failed, in a few words, for an OSError or the RuntimeError h5py raises when HDF5's own write,
+    flush or close fails ("... errno = 28, error message = 'No space left on device' ..."); None when ``exc``
+    is neither (a bug, which keeps its traceback)."""
+    text = str(exc)
+    code = getattr(exc, "errno", None) if isinstance(exc, OSError) else None
+    if not isinstance(exc, OSError) and not (isinstance(exc, RuntimeError) and ("write failed" in text or "errno =" in text)):
+        return None
+    for known, words in WRITE_ERRNOS.items():
+        if code == known or f"errno = {known}," in text or os.strerror(known) in text:
+            return words
+    lines = text.strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+@contextmanager
+def output_errors(path: Path, consequence: str = "the previous file, if any, is unchanged") -> Iterator[None]:
+    """Turn a failed write of ``path`` (``write_failure_reason``) into OutputWriteError: one line naming the file,
+    the reason and ``consequence``; anything else propagates unchanged."""
+    try:
+        yield
+    except (OSError, RuntimeError) as exc:
+        reason = write_failure_reason(exc)
+        if reason is None:
+            raise
+        raise OutputWriteError(f"cannot write {path}: {reason}; {consequence}") from exc
 
 
 def tmp_path(path: Path) -> Path:
@@ -44,16 +85,27 @@ def install(tmp: Path, path: Path) -> None:
 
 
 @contextmanager
-def replacing(path: Path) -> Iterator[Path]:
+def replacing(path: Path, consequence: str = "the previous file, if any, is unchanged") -> Iterator[Path]:
     """Yield the temporary path to write; on a clean exit it is fsynced and renamed over ``path``,
-    on an exception it is removed and ``path`` is untouched."""
+    on an exception it is removed and ``path`` is untouched. A failed write (disk full, file-size limit,
+    read-only folder) becomes OutputWriteError, one line ending in ``consequence`` (``output_errors``)."""
     tmp = tmp_path(path)
     try:
-        yield tmp
-        fsync_path(tmp)
-        install(tmp, path)
+        with output_errors(path, consequence):
+            yield tmp
+            fsync_path(tmp)
+            install(tmp, path)
     finally:
+        remove_quietly(tmp)
+
+
+def remove_quietly(tmp: Path) -> None:
+    """Delete a temporary file if it exists; a failure (a read-only folder) is logged, never raised over the
+    error that is being reported."""
+    try:
         tmp.unlink(missing_ok=True)
+    except OSError as exc:
+        log.debug("could not remove %s: %s", tmp, exc)
 
 
 def write_bytes(path: Path, data: bytes, *, make_parents: bool = False) -> None:

@@ -19,3 +19,8 @@ class BackendUnavailableError(AllbatchError):
 
 class ResultsFileError(AllbatchError):
     """A results.h5 that cannot be opened, resumed or appended to."""
+
+
+class OutputWriteError(AllbatchError):
+    """A file allbatch writes could not be written: the disk is full, a file-size limit or quota was reached, the
+    target is read-only. Nothing half-written is left in place of the previous file (``core.atomic_file``)."""

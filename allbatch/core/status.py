@@ -13,6 +13,7 @@ class ImageStatus(IntEnum):
     EMPTY = 4  # zero-byte file
     TOO_LARGE = 5  # more pixels than the configured limit; refused to keep memory bounded
     SUPERSEDED = 6  # an older row for a path whose file changed; a later row holds the new result
+    MODEL_OUTPUT_ERROR = 7  # the model's output for this image is not a result (NaN, inf, not probabilities)
 
     @classmethod
     def names_attr(cls) -> str:
@@ -21,6 +22,26 @@ class ImageStatus(IntEnum):
 
 
 FAILED_STATUSES = frozenset(
-    {ImageStatus.DECODE_ERROR, ImageStatus.UNREADABLE, ImageStatus.UNSUPPORTED, ImageStatus.EMPTY, ImageStatus.TOO_LARGE}
+    {
+        ImageStatus.DECODE_ERROR,
+        ImageStatus.UNREADABLE,
+        ImageStatus.UNSUPPORTED,
+        ImageStatus.EMPTY,
+        ImageStatus.TOO_LARGE,
+        ImageStatus.MODEL_OUTPUT_ERROR,
+    }
 )
 """Statuses that count as a failed image (exit code 3 when any is present)."""
+
+REDONE_ON_RESUME = frozenset({ImageStatus.UNREADABLE, ImageStatus.MODEL_OUTPUT_ERROR})
+"""Failed statuses a resume redoes even when the file is unchanged: the failure may not repeat (the file becomes
+readable, the model runs at another precision), where a decode error of the same bytes always does."""
+
+
+def status_name(value: int) -> str:
+    """The name stored for a status value ("ok", "decode_error", ...), or "status_<value>" for a value this
+    version does not know (a file written by a newer allbatch: readers show it, never fail on it)."""
+    try:
+        return ImageStatus(value).name.lower()
+    except ValueError:
+        return f"status_{value}"

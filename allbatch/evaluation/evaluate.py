@@ -16,7 +16,7 @@ import numpy as np
 
 from allbatch import CLASS_NAMES
 from allbatch.core.errors import ResultsFileError, UserInputError
-from allbatch.core.status import ImageStatus
+from allbatch.core.status import ImageStatus, status_name
 from allbatch.evaluation.labels import LabelAssignment, assign_labels, folder_of, match_labels, parse_class_map, read_labels_file
 from allbatch.evaluation.metrics import MulticlassMetrics, ScreeningMetrics, multiclass_metrics, screening_metrics
 from allbatch.qc.flags import not_a_smear_mask, reason
@@ -128,7 +128,7 @@ def evaluate_table(table: ResultsTable, config: EvalConfig, results_path: str = 
     ok_all = table.status == ImageStatus.OK
     junk = ok_all & not_a_smear_mask(table.flags) & (not config.include_not_a_smear)
     ok = ok_all & ~junk
-    failed = [FailedImage(str(table.paths[i]), _status_name(int(table.status[i])), str(table.errors[i])) for i in np.flatnonzero(~ok_all)]
+    failed = [FailedImage(str(table.paths[i]), status_name(int(table.status[i])), str(table.errors[i])) for i in np.flatnonzero(~ok_all)]
     input_root = table.attrs.get("input_root")
     root_text = input_root if isinstance(input_root, str) else None
     ok_paths = [str(p) for p in table.paths[ok]]
@@ -215,10 +215,3 @@ def _file_assignment(truth: np.ndarray, paths: list[str], class_names: list[str]
 def evaluate_results(path: Path, config: EvalConfig) -> EvaluationResult:
     """Read the live committed rows of results file ``path`` and evaluate them (see ``evaluate_table``)."""
     return evaluate_table(read_results(Path(path)), config, str(path))
-
-
-def _status_name(value: int) -> str:
-    try:
-        return ImageStatus(value).name.lower()
-    except ValueError:
-        return f"status_{value}"

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from allbatch.core.errors import AllbatchError
-from allbatch.core.status import ImageStatus
+from allbatch.core.status import ImageStatus, status_name
 from allbatch.evaluation import EvalConfig, EvaluationResult, evaluate_table
 from allbatch.model.manifest import ModelManifest
 from allbatch.prepare.preprocessing import Preprocessing
@@ -85,13 +85,6 @@ class ReportContent:
     @property
     def class_names(self) -> list[str]:
         return self.groups.class_names
-
-
-def _status_name(value: int) -> str:
-    try:
-        return ImageStatus(value).name.lower()
-    except ValueError:
-        return f"status_{value}"
 
 
 def _throughput(attrs: dict[str, Any], n_rows_file: int) -> str:
@@ -190,14 +183,14 @@ def gather(
         provenance=provenance,
         versions={str(k): str(v) for k, v in (versions or {}).items()},
         n_rows=len(table),
-        status_counts=dict(sorted(Counter(_status_name(int(s)) for s in table.status).items())),
+        status_counts=dict(sorted(Counter(status_name(int(s)) for s in table.status).items())),
         class_counts={name: int((table.labels[ok & ~junk] == k).sum()) for k, name in enumerate(names)},
         n_flagged=int((ok & (flags != 0)).sum()),
         flag_counts=dict(sorted(flag_counts.items(), key=lambda kv: -kv[1])),
         groups=summarize_groups(table, group_by, rule),
         flagged=[card(int(i)) for i in flagged_rows[:MAX_FLAGGED_THUMBS]],
         low_confidence=[card(int(i)) for i in lowest],
-        failed=[(str(table.paths[i]), _status_name(int(table.status[i])), str(table.errors[i])) for i in np.flatnonzero(~ok)],
+        failed=[(str(table.paths[i]), status_name(int(table.status[i])), str(table.errors[i])) for i in np.flatnonzero(~ok)],
         throughput=_throughput(attrs, int(table.rows.max()) + 1 if len(table) else 0),
         qc_rules=qc_stats.describe() if qc_stats is not None else [],
         evaluation=evaluation,

@@ -12,6 +12,7 @@ from markupsafe import Markup, escape
 from allbatch import __version__
 from allbatch.core.atomic_file import write_text
 from allbatch.core.errors import UserInputError
+from allbatch.core.pathtext import safe_text
 from allbatch.report.content import MAX_TABLE_ROWS, ImageCard, ReportContent, gather
 from allbatch.report.svg import bar_chart
 from allbatch.summarize.groups import VerdictRule
@@ -74,7 +75,9 @@ def write_report(
         raise UserInputError(f"the folder for {out} does not exist")
     started = time.perf_counter()
     content = gather(results, group_by=group_by, rule=rule, image_root=image_root, labels_file=labels_file)
-    page = render(content)
+    # Text from the file (a run's argv, attributes written by older versions) can hold lone surrogates (file-name
+    # bytes that are not UTF-8); they are shown escaped (\udcff), as everywhere else, rather than failing the write.
+    page = safe_text(render(content))
     write_text(out, page)
     seconds = time.perf_counter() - started
     log.debug("report %s: %d bytes in %.2f s", out, len(page), seconds)

@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-import csv
-import math
 from pathlib import Path
 
+from allbatch.core.csv_table import Cell, write_csv
 from allbatch.core.errors import UserInputError
-from allbatch.core.status import ImageStatus
+from allbatch.core.status import status_name
 from allbatch.qc.flags import NOT_A_SMEAR_WORD, flag_words, is_not_a_smear, reason
-from allbatch.results.reader import read_results
-
-FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
-"""Leading characters that make Excel, LibreOffice or Google Sheets evaluate a cell (OWASP CSV injection)."""
-
-
-def neutralise(text: str) -> str:
-    """A text cell that no spreadsheet runs as a formula: one starting with = + - @ tab or CR gets a
-    leading apostrophe (the OWASP rule; spreadsheets show the rest as text)."""
-    return "'" + text if text.startswith(FORMULA_TRIGGERS) else text
-
-
-def csv_number(value: float) -> str:
-    """float32 printed so that it reads back to the same float32; "" for NaN (failed images)."""
-    return "" if math.isnan(value) else f"{value:.9g}"
+from allbatch.results.reader import ResultsTable, read_results
 
 
 def export_csv(results: Path, out: Path) -> int:
@@ -34,9 +19,10 @@ def export_csv(results: Path, out: Path) -> int:
     "ok", the first quality flag, or "failed"), flag_names (every set flag, e.g. ``blurred;colour;outlier``, ""
     when none), counted_as (the class the image counts for in every total, "not a smear" for an image flagged
     small, blurred or off-colour, "" for a failed one), p_<Class> for each class, mask_fraction. Superseded rows
-    and rows past n_committed are left out. Text cells (file names and errors included) go through
-    ``neutralise``, so a file named ``=HYPERLINK(...).jpg`` appears as ``'=HYPERLINK(...).jpg``.
-    ResultsFileError for a file that is not a results file.
+    and rows past n_committed are left out. Written by ``core.csv_table.write_csv``: text cells (file names and
+    errors included) are neutralised, so a file named ``=HYPERLINK(...).jpg`` appears as ``'=HYPERLINK(...).jpg``,
+    and the file is replaced atomically. ResultsFileError for a file that is not a results file,
+    OutputWriteError when ``out`` cannot be written (it is then unchanged).
     """
     table = read_results(Path(results))
     out = Path(out)
@@ -56,27 +42,25 @@ def export_csv(results: Path, out: Path) -> int:
         *[f"p_{name}" for name in table.class_names],
         "mask_fraction",
     ]
-    with out.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        for i in range(len(table)):
-            label = int(table.labels[i])
-            flags = int(table.flags[i])
-            counted_as = "" if label < 0 else NOT_A_SMEAR_WORD if is_not_a_smear(flags) else table.class_names[label]
-            writer.writerow(
-                [
-                    neutralise(str(table.paths[i])),
-                    table.sha256[i],
-                    ImageStatus(int(table.status[i])).name.lower(),
-                    neutralise(str(table.errors[i])),
-                    neutralise(table.class_names[label]) if label >= 0 else "",
-                    csv_number(float(table.probs[i, label])) if label >= 0 else "",
-                    flags,
-                    neutralise(reason(flags)) if label >= 0 else "failed",
-                    ";".join(flag_words(flags)),
-                    neutralise(counted_as),
-                    *[csv_number(float(p)) for p in table.probs[i]],
-                    csv_number(float(table.mask_fraction[i])),
-                ]
-            )
-    return len(table)
+    return write_csv(out, header, (_row(table, i) for i in range(len(table))))
+
+
+def _row(table: ResultsTable, i: int) -> list[Cell]:
+    """Row ``i`` of ``table`` as ``export_csv`` writes it (text cells are neutralised by ``write_csv``)."""
+    label = int(table.labels[i])
+    flags = int(table.flags[i])
+    counted_as = "" if label < 0 else NOT_A_SMEAR_WORD if is_not_a_smear(flags) else table.class_names[label]
+    return [
+        str(table.paths[i]),
+        str(table.sha256[i]),
+        status_name(int(table.status[i])),
+        str(table.errors[i]),
+        table.class_names[label] if label >= 0 else "",
+        float(table.probs[i, label]) if label >= 0 else "",
+        flags,
+        reason(flags) if label >= 0 else "failed",
+        ";".join(flag_words(flags)),
+        counted_as,
+        *[float(p) for p in table.probs[i]],
+        float(table.mask_fraction[i]),
+    ]

@@ -29,7 +29,7 @@ import h5py
 import numpy as np
 import numpy.typing as npt
 
-from allbatch.core.atomic_file import fsync_path, install, remove_stale, tmp_path
+from allbatch.core.atomic_file import fsync_path, install, output_errors, remove_quietly, remove_stale, tmp_path
 from allbatch.core.errors import UserInputError
 from allbatch.core.status import ImageStatus
 from allbatch.input.shard import DiscoveryRecord, Shard
@@ -42,8 +42,8 @@ from allbatch.results.schema import (
     N_COMMITTED,
     PATH,
     STATUS,
-    WRITE_ALIGNMENT,
     check_layout,
+    open_for_writing,
     open_h5,
     read_root_attrs,
     shadowed_rows,
@@ -251,14 +251,15 @@ def merge_parts(
     lock = take_lock(output, lock)
     try:
         remove_stale(output)  # temporary copies killed writers of this output left (no live one: we hold its lock)
-        tmp, digest = _write(parts, output, _merged_attrs(parts, argv or []))
-        if digest != parts[0].record.sha256:
-            tmp.unlink(missing_ok=True)
-            raise MergeError(
-                f"the parts' paths in index order do not reproduce the discovered list (digest {parts[0].record.sha256[:12]}): "
-                "a part was resumed over a different folder"
-            )
-        install(tmp, output)
+        with output_errors(output, "the parts are unchanged, and so is the output if it existed"):  # a full disk: one line
+            tmp, digest = _write(parts, output, _merged_attrs(parts, argv or []))
+            if digest != parts[0].record.sha256:
+                remove_quietly(tmp)
+                raise MergeError(
+                    f"the parts' paths in index order do not reproduce the discovered list (digest {parts[0].record.sha256[:12]}): "
+                    "a part was resumed over a different folder"
+                )
+            install(tmp, output)
     finally:
         lock.release()
     total = parts[0].record.total
@@ -274,7 +275,7 @@ def _write(parts: list[_Part], output: Path, attrs: dict[str, Any]) -> tuple[Pat
     tmp = tmp_path(output)
     digest = hashlib.sha256()
     try:
-        with h5py.File(tmp, "w", **WRITE_ALIGNMENT) as dst:  # as every writing session (schema.WRITE_ALIGNMENT)
+        with open_for_writing(tmp, "w") as dst:  # as every writing session
             dst.create_dataset(N_COMMITTED, data=np.zeros(1, dtype=np.int64))
             with h5py.File(parts[0].path, "r") as template:
                 for name, (dtype, row_shape) in parts[0].row_datasets.items():
@@ -303,7 +304,7 @@ def _write(parts: list[_Part], output: Path, attrs: dict[str, Any]) -> tuple[Pat
             dst[N_COMMITTED][0] = total
         fsync_path(tmp)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        remove_quietly(tmp)
         raise
     return tmp, digest.hexdigest()
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Literal
 
 from allbatch.core.records import FileStat
-from allbatch.core.status import ImageStatus
+from allbatch.core.status import REDONE_ON_RESUME
 from allbatch.results.writer import CommittedRow
 
 Plan = Literal["skip", "redo", "new"]
@@ -24,7 +24,7 @@ def unchanged_by_stat(committed: dict[str, CommittedRow], relpath: str, stat: Fi
     """True when ``relpath`` has a committed, readable row whose recorded stat equals ``stat``: the file
     can be skipped without reading it. False means "read it and ask ``plan``"."""
     row = committed.get(relpath)
-    if row is None or stat is None or row.status == ImageStatus.UNREADABLE:
+    if row is None or stat is None or row.status in REDONE_ON_RESUME:
         return False
     recorded = row.file_stat
     return min(recorded) >= 0 and recorded == (stat.size, stat.mtime_ns, stat.ctime_ns)
@@ -32,15 +32,15 @@ def unchanged_by_stat(committed: dict[str, CommittedRow], relpath: str, stat: Fi
 
 def plan(committed: dict[str, CommittedRow], relpath: str, sha256: str) -> Plan:
     """Decide for one file. "skip": the path was committed with the same content hash and was readable then.
-    "redo": the path was committed but its bytes changed, or it was unreadable or never hashed (the
-    caller marks the old row SUPERSEDED, see ``ResultsWriter.supersede``). "new": the path has no
-    committed row.
+    "redo": the path was committed but its bytes changed, or it was never hashed, or its status is one a resume
+    retries (``REDONE_ON_RESUME``: unreadable, invalid model output); the caller marks the old row SUPERSEDED,
+    see ``ResultsWriter.supersede``. "new": the path has no committed row.
 
     A decode error with an unchanged hash is skipped: the same bytes fail the same way again.
     """
     row = committed.get(relpath)
     if row is None:
         return "new"
-    if not sha256 or row.sha256 != sha256 or row.status == ImageStatus.UNREADABLE:
+    if not sha256 or row.sha256 != sha256 or row.status in REDONE_ON_RESUME:
         return "redo"
     return "skip"

@@ -43,9 +43,11 @@ Both are plain HDF5 (default library version bounds, superblock v0, built-in fil
 from __future__ import annotations
 
 import json
+import os
 import re
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -53,7 +55,7 @@ from typing import Any, Literal
 import h5py
 import numpy as np
 import numpy.typing as npt
-from h5py import h5d, h5p
+from h5py import h5d, h5f, h5p
 
 from allbatch.core.errors import ResultsFileError
 from allbatch.core.pathtext import safe_text
@@ -180,14 +182,28 @@ def create_datasets(f: h5py.File, class_names: list[str], rows: int, *, working:
     f[FLAGS].attrs["bits"] = flags_bits_attr()
 
 
+@contextmanager
+def _root_attrs_of(where: str) -> Iterator[None]:
+    """Turn what a damaged root attribute raises while it is decoded (bad JSON, bytes that are not UTF-8, a
+    missing or mistyped attribute, an unreadable /meta/attrs dataset) into one ResultsFileError line."""
+    try:
+        yield
+    except (ValueError, KeyError, TypeError, OSError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ResultsFileError(
+            f"{where} is damaged: its root attributes do not read ({type(exc).__name__}: {_first_line(exc)}); "
+            "restore it from a copy, or re-run with --overwrite"
+        ) from None
+
+
 def check_layout(f: h5py.File, where: str) -> int:
     """Raise ResultsFileError unless ``f`` is an allbatch results file this version reads; return n_committed."""
     if N_COMMITTED not in f or "schema_version" not in f.attrs:
         raise ResultsFileError(f"{where} is an HDF5 file but not an allbatch results file (no /{N_COMMITTED})")
-    version = int(f.attrs["schema_version"])
+    with _root_attrs_of(where):
+        version = int(f.attrs["schema_version"])
+        class_names = decode_class_names(f.attrs["class_names"])
     if version not in READABLE_SCHEMA_VERSIONS:
         raise ResultsFileError(f"{where} has results schema version {version}; this allbatch reads versions {READABLE_SCHEMA_VERSIONS}")
-    class_names = decode_class_names(f.attrs["class_names"])
     specs = [spec for spec in row_datasets(len(class_names)) if version >= 2 or spec.name not in VERSION_2_DATASETS]
     missing = [spec.name for spec in specs if spec.name not in f]
     if missing:
@@ -291,14 +307,37 @@ def _first_line(exc: BaseException) -> str:
 
 
 PAGE = 4096
-"""File-space alignment of everything allbatch allocates while writing (``WRITE_ALIGNMENT``)."""
-WRITE_ALIGNMENT = {"alignment_threshold": 1, "alignment_interval": PAGE}
-"""h5py file options for every session that writes. A SIGKILL can cut a write between two pages (the
-kernel stops copying at a page boundary when the process is killed), and HDF5 rewrites whole global-heap
-collections, object headers and chunks in place, including ones that hold committed rows (a later session
-puts new strings into an old collection's free space). Page-aligned allocations keep every such block of
-up to one page inside one page, so a rewrite of it lands whole or not at all; larger chunks only ever
-rewrite committed bytes with the same values."""
+"""File-space alignment of everything allbatch allocates while writing (``open_for_writing``)."""
+
+
+def open_for_writing(path: Path, mode: Literal["w", "r+"]) -> h5py.File:
+    """Open ``path`` for writing ("w": create or truncate, "r+": an existing file) as every writing session of
+    allbatch must (the writer's appends and rebuilds, merge, the folder table). OSError when it cannot be opened.
+
+    - Page alignment of every allocation (``PAGE``). A SIGKILL can cut a write between two pages (the kernel
+      stops copying at a page boundary when the process is killed), and HDF5 rewrites whole global-heap
+      collections, object headers and chunks in place, including ones that hold committed rows (a later session
+      puts new strings into an old collection's free space). Page-aligned allocations keep every such block of
+      up to one page inside one page, so a rewrite of it lands whole or not at all; larger chunks only ever
+      rewrite committed bytes with the same values.
+    - No chunk cache and no sieve buffer (HDF5's raw-data caches for chunked and contiguous datasets). With them
+      HDF5 keeps written data in memory and writes it when the dataset object is closed, which h5py does when
+      Python frees the object: on a full disk that write fails inside a destructor (an ignored traceback per
+      dataset), the dataset stays half-closed in HDF5, and HDF5's clean-up at interpreter exit crashes on it
+      (exit 139). Without them every write reaches the file inside the call that makes it, where a failure is
+      an ordinary exception, and closing a dataset writes nothing. Fewer bytes are written too: a partial
+      write of an unfiltered chunk writes only the new rows, never a committed row again.
+    - The default library version bounds (superblock v0), as h5py opens files.
+    """
+    fapl = h5p.create(h5p.FILE_ACCESS)
+    fapl.set_libver_bounds(h5f.LIBVER_EARLIEST, h5f.LIBVER_LATEST)
+    fapl.set_alignment(1, PAGE)
+    metadata_cache, slots, _, w0 = fapl.get_cache()
+    fapl.set_cache(metadata_cache, slots, 0, w0)
+    fapl.set_sieve_buf_size(0)
+    name = os.fsencode(path)
+    fid = h5f.create(name, h5f.ACC_TRUNC, fapl=fapl) if mode == "w" else h5f.open(name, h5f.ACC_RDWR, fapl=fapl)
+    return h5py.File(fid)
 
 
 def open_h5(path: Path, mode: Literal["r", "r+"]) -> h5py.File:
@@ -308,7 +347,7 @@ def open_h5(path: Path, mode: Literal["r", "r+"]) -> h5py.File:
     if path.is_dir():
         raise ResultsFileError(f"{path} is a folder, not a results file")
     try:
-        return h5py.File(path, mode, **(WRITE_ALIGNMENT if mode == "r+" else {}))
+        return open_for_writing(path, "r+") if mode == "r+" else h5py.File(path, "r")
     except OSError as exc:
         if not h5py.is_hdf5(path):
             raise ResultsFileError(f"{path} is not an HDF5 file ({path.stat().st_size} bytes)") from None
@@ -385,7 +424,13 @@ def write_root_attrs(f: h5py.File, attrs: Mapping[str, Any]) -> None:
 
 
 def read_root_attrs(f: h5py.File) -> dict[str, Any]:
-    """All root attributes decoded back: JSON ones parsed, large ones read from /meta/attrs."""
+    """All root attributes decoded back: JSON ones parsed, large ones read from /meta/attrs. ResultsFileError
+    (one line) when one does not decode (a damaged file)."""
+    with _root_attrs_of(str(f.filename)):
+        return _decode_root_attrs(f)
+
+
+def _decode_root_attrs(f: h5py.File) -> dict[str, Any]:
     out: dict[str, Any] = {}
     json_names = set(json.loads(_as_str(f.attrs.get("json_attrs", "[]"))))
     large = json.loads(_as_str(f.attrs.get("large_attrs", "[]")))

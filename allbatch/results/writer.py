@@ -56,9 +56,7 @@ rows when a run resumes and when it finishes.
 
 from __future__ import annotations
 
-import errno
 import logging
-import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -74,7 +72,7 @@ import numpy as np
 import numpy.typing as npt
 
 from allbatch import CLASS_NAMES, __version__
-from allbatch.core.atomic_file import fsync_path, install, remove_stale, tmp_path
+from allbatch.core.atomic_file import fsync_path, install, remove_quietly, remove_stale, tmp_path, write_failure_reason
 from allbatch.core.errors import ResultsFileError, UserInputError
 from allbatch.core.pathtext import safe_text
 from allbatch.core.records import UNKNOWN_STAT
@@ -97,10 +95,10 @@ from allbatch.results.schema import (
     SCHEMA_VERSION,
     SHA256,
     STATUS,
-    WRITE_ALIGNMENT,
     check_layout,
     create_datasets,
     iter_verified,
+    open_for_writing,
     open_h5,
     read_root_attrs,
     read_rows,
@@ -131,19 +129,14 @@ class CommittedRow:
 
 
 def _write_failure(path: Path, exc: BaseException) -> ResultsFileError:
-    """The one-line error for an OSError while writing ``path`` (disk full, file too large, I/O error)."""
-    text = str(exc)
-    known = {errno.ENOSPC: "the disk is full", errno.EFBIG: "the file size limit was reached", errno.EDQUOT: "the disk quota is exceeded"}
-    matches = [
-        known[code] for code in known if getattr(exc, "errno", None) == code or f"errno = {code}," in text or os.strerror(code) in text
-    ]
-    reason = matches[0] if matches else (text.strip().splitlines() or [type(exc).__name__])[0]
+    """The one-line error for a failed write of ``path`` (disk full, file too large, I/O error)."""
+    reason = write_failure_reason(exc) or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     return ResultsFileError(f"cannot write {path}: {reason}; the rows committed so far are kept, free space and re-run with --resume")
 
 
 def _is_write_error(exc: BaseException) -> bool:
     """An OSError, or the RuntimeError h5py raises when HDF5's own write or flush fails."""
-    return isinstance(exc, OSError) or (isinstance(exc, RuntimeError) and ("write failed" in str(exc) or "errno =" in str(exc)))
+    return write_failure_reason(exc) is not None
 
 
 @contextmanager
@@ -188,16 +181,16 @@ def _build(
     tmp = tmp_path(path)
     try:
         with _writing(path):
-            # Page alignment (schema.WRITE_ALIGNMENT) keeps /meta/n_committed, every heap collection and object
+            # Page alignment (schema.open_for_writing) keeps /meta/n_committed, every heap collection and object
             # header of up to a page inside one page, so an in-place update of one is all or nothing.
-            with h5py.File(tmp, "w", **WRITE_ALIGNMENT) as dst:
+            with open_for_writing(tmp, "w") as dst:
                 create_datasets(dst, class_names, rows, working=working)
                 write_root_attrs(dst, attrs)
                 n = fill(dst) if fill is not None else 0
                 dst[N_COMMITTED][0] = n
             fsync_path(tmp)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        remove_quietly(tmp)
         raise
     return tmp
 

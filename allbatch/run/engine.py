@@ -31,10 +31,14 @@ import numpy as np
 
 from allbatch import CLASS_NAMES
 from allbatch.backends.base import Backend, InferenceOutput, PendingInference
+from allbatch.backends.output_check import output_faults
+from allbatch.core.errors import ModelError
 from allbatch.core.records import UNKNOWN_STAT, EncodedImage, FileStat, PreparedBatch, Preparer, RunAheadPreparer
 from allbatch.core.stage_timer import StageTimer, timed
+from allbatch.core.status import ImageStatus
 from allbatch.input.discover import DiscoveredFile
 from allbatch.input.read import file_stat, read_encoded
+from allbatch.qc.schema import empty_qc
 from allbatch.qc.stage import QcStage
 from allbatch.results.rows import ResultRows
 from allbatch.results.writer import BackgroundWriter
@@ -104,20 +108,38 @@ def _stat_or_none(item: DiscoveredFile) -> FileStat | None:
 def rows_for(batch: PreparedBatch, output: InferenceOutput, qc: dict[str, Any] | None = None) -> ResultRows:
     """The results rows of one prepared batch: the backend's output for its n_ok decoded images spread over
     its n images (NaN probabilities and label -1 for failures), with the qc stage's columns (n rows); each
-    row keyed by its image's index in the discovered order."""
-    probs = output.probs
+    row keyed by its image's index in the discovered order.
+
+    Every executor makes its rows here, so every output is checked here (``backends.output_check``): an image
+    whose output is not a result (NaN, inf, not probabilities: an fp16 overflow) gets status
+    MODEL_OUTPUT_ERROR with the reason, failed-row values and qc fill values, never "ok"."""
     n = len(batch.images)
     all_probs = np.full((n, len(CLASS_NAMES)), np.nan, dtype=np.float32)
     labels = np.full(n, -1, dtype=np.int8)
-    ok = batch.ok_positions
-    if ok:
-        all_probs[ok] = probs
-        labels[ok] = probs.argmax(axis=1).astype(np.int8)
+    status = np.array([int(image.status) for image in batch.images], dtype=np.int8)
+    errors = [image.error for image in batch.images]
+    qc = dict(qc or {})
+    ok = np.asarray(batch.ok_positions, dtype=np.intp)
+    if len(ok):
+        if output.probs.shape[1:] != (len(CLASS_NAMES),):
+            shape = f"({len(ok)}, {len(CLASS_NAMES)})"
+            raise ModelError(f"the model returned probabilities of shape {output.probs.shape}; allbatch reads {shape}")
+        faults = output_faults(output)
+        good = np.array([not fault for fault in faults], dtype=np.bool_)
+        all_probs[ok[good]] = output.probs[good]
+        labels[ok[good]] = output.probs[good].argmax(axis=1).astype(np.int8)
+        invalid = ok[~good].tolist()
+        if invalid:
+            status[invalid] = ImageStatus.MODEL_OUTPUT_ERROR
+            for position, fault in zip(ok.tolist(), faults, strict=True):
+                errors[position] = fault or errors[position]
+            fill = empty_qc(n)
+            qc = {key: _with_rows(column, invalid, fill[key]) for key, column in qc.items()}
     return ResultRows(
         paths=[image.relpath for image in batch.images],
         sha256=[image.sha256 for image in batch.images],
-        status=np.array([int(image.status) for image in batch.images], dtype=np.int8),
-        errors=[image.error for image in batch.images],
+        status=status,
+        errors=errors,
         probs=all_probs,
         labels=labels,
         mask_fraction=batch.mask_fraction.astype(np.float32),
@@ -126,7 +148,7 @@ def rows_for(batch: PreparedBatch, output: InferenceOutput, qc: dict[str, Any] |
             dtype=np.int64,
         ).reshape(n, 3),
         index=np.array([image.index for image in batch.images], dtype=np.int64),
-        qc=qc or {},
+        qc=qc,
     )
 
 
@@ -139,6 +161,13 @@ class _InFlight:
     pending: PendingInference | None
     began: float
     superseded: list[int] = field(default_factory=list)
+
+
+def _with_rows(column: Any, rows: list[int], fill: np.ndarray) -> np.ndarray:
+    """A copy of the (n, ...) host ``column`` with ``rows`` taken from ``fill`` (the failed-row values)."""
+    out = np.array(column, copy=True)
+    out[rows] = fill[rows]
+    return out
 
 
 class _Producer(threading.Thread):

@@ -14,6 +14,8 @@ import json
 import logging
 import platform
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -101,9 +103,13 @@ class RunPlan:
     started: float = field(default_factory=time.perf_counter)
 
     # ------------------------------------------------------------------ backend, decoder, preparer
-    def open_backend(self) -> Backend:
-        """The configured backend for this model, batch size and precision (``open_backend``); enter it."""
-        return open_backend(self.config, self.artifact)
+    @contextmanager
+    def open_backend(self) -> Iterator[Backend]:
+        """The configured backend for this model, batch size and precision (``open_backend``), entered and
+        checked (``open_checked_backend``): a model whose outputs are not results is refused here, before
+        the results file is opened."""
+        with open_checked_backend(self.config, self.artifact) as backend:
+            yield backend
 
     def decoder_for(self, backend_name: str) -> str:
         """The decoder this run uses with ``backend_name`` (``decoder_for``)."""
@@ -121,7 +127,7 @@ class RunPlan:
         config, artifact = self.config, self.artifact
         manifest = artifact.manifest
         out: dict[str, Any] = {
-            "argv": config.argv,
+            "argv": [fs_to_text(arg) for arg in config.argv],  # a non-UTF-8 path argument stored as its escaped text
             "input_root": fs_to_text(str(Path(config.source).resolve())),
             "run_started_utc": datetime.now(UTC).isoformat(timespec="seconds"),
             "host": platform.node(),
@@ -185,6 +191,18 @@ def open_backend(config: RunConfig, artifact: ModelArtifact, name: str | None = 
         cuda_graphs=tuning.cuda_graphs,
         torch_compile=tuning.torch_compile,
     )
+
+
+@contextmanager
+def open_checked_backend(config: RunConfig, artifact: ModelArtifact, name: str | None = None) -> Iterator[Backend]:
+    """``open_backend`` entered, then the start-up output check (``backends.output_check.check_model_outputs``:
+    the shipped images through the loaded runtime; ModelError, one line, when its outputs are not results).
+    Every executor loads its first backend here (the engine, and Ray's probe) before anything is written."""
+    from allbatch.backends.output_check import check_model_outputs
+
+    with open_backend(config, artifact, name) as backend:
+        check_model_outputs(backend, artifact)
+        yield backend
 
 
 def decoder_for(decoder: str, backend_name: str) -> str:

@@ -50,7 +50,7 @@ from allbatch.results.resume import plan
 from allbatch.results.rows import ResultRows
 from allbatch.run.config import ProgressCallback, RunConfig, RunProgress
 from allbatch.run.engine import rows_for
-from allbatch.run.plan import RunPlan, decoder_for, make_preparer, open_backend, plan_run
+from allbatch.run.plan import RunPlan, decoder_for, make_preparer, open_backend, open_checked_backend, plan_run
 from allbatch.run.tally import RunSummary, Tally
 
 if TYPE_CHECKING:
@@ -178,10 +178,12 @@ def _committed_rows(batch: Mapping[str, npt.NDArray[Any]]) -> dict[str, Committe
 
 def _probe(config: RunConfig) -> RemoteBackendInfo:
     """Run on a worker with the actors' resources: which backend and decoder ``auto`` resolves to there
-    (the run plan's rules, ``plan.open_backend`` and ``plan.decoder_for``)."""
+    (the run plan's rules, ``plan.open_backend`` and ``plan.decoder_for``), after the start-up output check
+    (``plan.open_checked_backend``), so that a model whose outputs are not results is refused before the driver
+    opens the results file."""
     from allbatch.model.manifest import load_model_artifact
 
-    with open_backend(config, load_model_artifact(config.model)) as backend:
+    with open_checked_backend(config, load_model_artifact(config.model)) as backend:
         decoder = decoder_for(config.decoder, backend.name)
         return RemoteBackendInfo(backend.name, backend.device, backend.describe(), decoder)
 

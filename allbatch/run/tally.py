@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from allbatch import CLASS_NAMES
-from allbatch.core.status import FAILED_STATUSES, ImageStatus
+from allbatch.core.status import FAILED_STATUSES, status_name
 from allbatch.qc.flags import not_a_smear_mask
 from allbatch.results.rows import ResultRows
 
@@ -84,17 +84,17 @@ class Tally:
         self.not_a_smear = 0
         self.skipped_rows: list[int] = []
 
-    def _failure(self, relpath: str, status: ImageStatus, error: str) -> None:
+    def _failure(self, relpath: str, status: int, error: str) -> None:
         self.failed += 1
         if len(self.failed_examples) < MAX_FAILED_EXAMPLES:
-            self.failed_examples.append((relpath, status.name.lower(), error))
+            self.failed_examples.append((relpath, status_name(status), error))
 
     def add_rows(self, rows: ResultRows) -> None:
         """Count freshly classified rows: ok/failed by status, predicted classes by label (not-a-smear rows apart)."""
         self.processed += len(rows)
         for relpath, status, error in zip(rows.paths, rows.status.tolist(), rows.errors, strict=True):
             if status in FAILED_STATUSES:
-                self._failure(relpath, ImageStatus(status), error)
+                self._failure(relpath, status, error)
                 self.failed_this_run += 1
             else:
                 self.ok += 1
@@ -104,8 +104,8 @@ class Tally:
         """Count a file an earlier run committed (not redone): its status, and its row for ``finish``."""
         self.skipped += 1
         self.skipped_rows.append(row)
-        if ImageStatus(status) in FAILED_STATUSES:
-            self._failure(relpath, ImageStatus(status), SKIPPED_REASON)
+        if status in FAILED_STATUSES:
+            self._failure(relpath, status, SKIPPED_REASON)
         else:
             self.ok += 1
 

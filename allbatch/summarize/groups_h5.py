@@ -30,19 +30,21 @@ import numpy as np
 
 from allbatch.core.atomic_file import replacing
 from allbatch.results.reader import read_results
-from allbatch.results.schema import GROUPS, open_h5
+from allbatch.results.schema import GROUPS, open_for_writing, open_h5
 from allbatch.summarize.groups import GroupTable, summarize_groups
 
 COUNT_COLUMNS = ("images", "ok", "failed", "flagged", "usable")
+FOLDER_TABLE_NOT_WRITTEN = "its rows are complete, without the folder table (/groups): free space and re-run with --resume to add it"
+"""What a failed write of ``/groups`` leaves (the results file as it was before, complete)."""
 
 
 def write_groups(path: Path, table: GroupTable) -> None:
     """Replace ``/groups`` in the results file ``path`` by ``table`` (atomically: copy, write, rename).
     Call with the output's lock held (the run plan holds it): a copy of the file is rewritten whole."""
     path = Path(path)
-    with replacing(path) as tmp:
+    with replacing(path, FOLDER_TABLE_NOT_WRITTEN) as tmp:
         shutil.copyfile(path, tmp)
-        with h5py.File(tmp, "r+") as f:
+        with open_for_writing(tmp, "r+") as f:
             if GROUPS in f:
                 del f[GROUPS]
             group = f.create_group(GROUPS)

@@ -102,7 +102,7 @@ def test_formula_cells_are_neutralised(tmp_path: Path, lead: str) -> None:
 
 
 def test_ordinary_cells_are_unchanged(tmp_path: Path) -> None:
-    from allbatch.results.csv_export import neutralise
+    from allbatch.core.csv_table import neutralise
 
     assert neutralise("Benign/img-1.jpg") == "Benign/img-1.jpg"
     assert neutralise("a=b.jpg") == "a=b.jpg"

@@ -91,7 +91,7 @@ def test_report_under_a_file_size_limit_leaves_the_previous_report_whole(finishe
     target = tmp_path / "report.html"
     allbatch("report", str(finished_run), "-o", str(target), check_code=0)
     before = target.read_bytes()
-    error = one_error_line(allbatch_with_file_size_limit(len(before) // 2, "report", str(finished_run), "-o", str(target)))
+    error = one_error_line(allbatch_with_file_size_limit(len(before) // 2, "report", str(finished_run), "-o", str(target), "--force"))
     assert "file size limit" in error and target.read_bytes() == before
     assert hidden_files(tmp_path) == []
 

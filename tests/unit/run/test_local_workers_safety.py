@@ -172,7 +172,8 @@ def test_workers_stop_soon_after_their_parent_is_killed_and_a_resume_finishes(
     for pipe in (parent.stdout, parent.stderr):
         assert pipe is not None
         pipe.close()
-    assert all(0 < _committed(part) < IMAGES // 2 for part in parts)  # each stopped after its chunk in flight
+    committed = [_committed(part) for part in parts]  # each stopped after its chunk in flight (one may not have committed yet)
+    assert all(n < IMAGES // 2 for n in committed) and sum(committed) > 0, committed
     allbatch(*cpu_run_args(root, out, tiny_model, *COMMON, "--workers", "2", "--resume"), check_code=0)
     assert_same_rows(out, single, by_index=True, float_atol=1e-6)
 

@@ -1,0 +1,92 @@
+"""The hybrid head: a linear head on the pooled DenseNet features concatenated with the input's colour and
+texture statistics (``allbatch.model.statistics``), fitted on the CPU from cached outputs (``factory.part_outputs``).
+
+Fitting reuses the head-refit tool's solver (``training.head_refit.fit_linear_head``: multinomial logistic
+regression with L2 on standardised inputs, the standardisation folded back into the weights) and its grouped
+cross-validation (folds of whole blocks). Every setting is chosen on the train part; the selection part only
+measures; the test part is never read here.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from allbatch import CLASS_NAMES
+from allbatch.evaluation.metrics import multiclass_metrics, screening_metrics
+from allbatch.model.statistics import ImageStatistics
+from allbatch.prepare.preprocessing import Preprocessing
+from allbatch.qc.measures import unblanked_rows
+from factory.part_outputs import PartOutputs, pixels_to_inputs
+from factory.training.head_refit import HeadRefitConfig, ViewFeatures, cross_validate, fit_linear_head, head_logits
+
+log = logging.getLogger("factory.hybrid_head")
+
+
+def statistics_module(prep: Preprocessing) -> ImageStatistics:
+    """The statistics as the graph computes them for a model with preprocessing ``prep``."""
+    return ImageStatistics(prep.mean, prep.std, unblanked_rows(prep)).eval()
+
+
+def input_statistics(outputs: PartOutputs, prep: Preprocessing, batch_size: int = 32) -> npt.NDArray[np.float32]:
+    """(n, K) float32 statistics of a cached part's inputs (torch on the CPU, as the exported graph computes them)."""
+    module = statistics_module(prep)
+    parts = []
+    with torch.no_grad():
+        for start in range(0, len(outputs.labels), batch_size):
+            inputs = pixels_to_inputs(outputs.pixels[start : start + batch_size], prep)
+            parts.append(module(torch.from_numpy(inputs)).numpy())
+    return np.concatenate(parts).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class LinearHead:
+    """A fitted head: weight (C, D) float32 and bias (C,) float32 on the raw D inputs, the L2 strength chosen
+    and the cross-validation scores behind the choice."""
+
+    weight: npt.NDArray[np.float32]
+    bias: npt.NDArray[np.float32]
+    weight_decay: float
+    cross_validation: dict[float, dict[str, float]]
+
+    def logits(self, inputs: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+        return head_logits(inputs, self.weight, self.bias)
+
+
+def fit_head_cv(
+    inputs: npt.NDArray[np.float32], labels: npt.NDArray[np.int64], groups: npt.NDArray[np.int64], config: HeadRefitConfig
+) -> LinearHead:
+    """Choose the L2 strength by grouped cross-validation (held-out NLL over folds of whole blocks), then fit on all rows."""
+    views = ViewFeatures(inputs, labels, groups, np.zeros(len(labels), dtype=np.int64))
+    scores = cross_validate(views, len(CLASS_NAMES), config)
+    chosen = min(scores, key=lambda wd: (scores[wd]["nll"], wd))
+    weight, bias = fit_linear_head(inputs, labels, len(CLASS_NAMES), chosen, config.max_iter)
+    return LinearHead(weight, bias, chosen, scores)
+
+
+def block_groups(blocks: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """(n, 2) (class, block) keys -> (n,) int64 group ids."""
+    keys = [tuple(int(v) for v in row) for row in blocks]
+    index = {key: i for i, key in enumerate(sorted(set(keys)))}
+    return np.array([index[key] for key in keys], dtype=np.int64)
+
+
+def figures(labels: npt.NDArray[np.int64], logits: npt.NDArray[np.floating]) -> dict[str, object]:
+    """Accuracy, macro sensitivity, ALL-called-ALL, Benign-called-Benign, errors and confusion of (n, C) ``logits``."""
+    probs = torch.softmax(torch.from_numpy(np.asarray(logits, dtype=np.float64)), dim=1).numpy()
+    multi = multiclass_metrics(labels, probs.argmax(1), CLASS_NAMES)
+    screen = screening_metrics(labels, probs, CLASS_NAMES)
+    confusion = multi.confusion
+    return {
+        "n": int(multi.n),
+        "errors": int(multi.n - np.trace(confusion)),
+        "accuracy": round(float(multi.accuracy), 5),
+        "macro_sensitivity": round(float(multi.macro_sensitivity), 5),
+        "all_called_all": round(float(screen.sensitivity), 5),
+        "benign_called_benign": round(float(confusion[0, 0] / max(1, confusion[0].sum())), 5),
+        "confusion": confusion.tolist(),
+    }

@@ -114,10 +114,11 @@ def gate_figures(
 def judge(figures: dict[str, Any], thresholds: GateThresholds | None = None) -> tuple[bool, str]:
     """(accepted?, one line naming each figure against its threshold). A NaN figure compares False: refused."""
     t = thresholds or GateThresholds()
+    lab, ece, flag = figures["label_agreement"], figures["ece_change"], figures["flag_agreement"]
     checks = [
-        (figures["label_agreement"] >= t.min_label_agreement, f"labels agree {figures['label_agreement']:.4f} (>= {t.min_label_agreement})"),
-        (figures["ece_change"] <= t.max_ece_change, f"ECE moves {100 * figures['ece_change']:.2f} points (<= {100 * t.max_ece_change:.1f})"),
-        (figures["flag_agreement"] >= t.min_flag_agreement, f"QC flags agree {figures['flag_agreement']:.4f} (>= {t.min_flag_agreement})"),
+        (lab >= t.min_label_agreement, f"labels agree {lab:.4f} (>= {t.min_label_agreement})"),
+        (ece <= t.max_ece_change, f"ECE moves {100 * ece:.2f} points (<= {100 * t.max_ece_change:.1f})"),
+        (flag >= t.min_flag_agreement, f"QC flags agree {flag:.4f} (>= {t.min_flag_agreement})"),
         (
             figures["verdict_agreement"] >= t.min_verdict_agreement,
             f"folder verdicts agree {figures['verdict_agreement']:.4f} on {figures['folders']} folders (>= {t.min_verdict_agreement})",

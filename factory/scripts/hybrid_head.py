@@ -108,7 +108,8 @@ def main() -> None:
             "meets_robustness_target": None if not drops else max(drops) <= MAX_DROP_POINTS,
         }
         plain = conditions["plain"]
-        log.info("%s on selection: %s; worst drop %s", head_name, {k: v for k, v in plain.items() if k != "confusion"}, max(drops, default=None))  # type: ignore[union-attr]
+        shown = {k: v for k, v in plain.items() if k != "confusion"}  # type: ignore[union-attr]
+        log.info("%s on selection: %s; worst drop %s", head_name, shown, max(drops, default=None))
     report["heads"] = results
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=1))

@@ -75,7 +75,12 @@ def test_verdict_record_states_the_runtime_bound() -> None:
     figures["max_abs_prob_diff"] = 0.07
     record = verdict_record(figures, "cpu (test)")
     assert record["accepted"] is True and record["gate"] and record["runtime_max_abs_prob_diff"] == pytest.approx(0.105)
-    assert record["thresholds"] == {"min_label_agreement": 0.995, "max_ece_change": 0.005, "min_flag_agreement": 0.99, "min_verdict_agreement": 1.0}
+    assert record["thresholds"] == {
+        "min_label_agreement": 0.995,
+        "max_ece_change": 0.005,
+        "min_flag_agreement": 0.99,
+        "min_verdict_agreement": 1.0,
+    }
     assert not verdict_record(figures, "cpu", GateThresholds(min_label_agreement=1.01))["accepted"]
 
 

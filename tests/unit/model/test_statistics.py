@@ -46,11 +46,12 @@ def _reference(inputs: np.ndarray, mean: float, std: float, rows: int) -> np.nda
 
     everywhere = np.ones(image.shape[1:], dtype=bool)
     image_mean, image_std = moments(image, everywhere)
-    stats = image_mean + image_std + [float((image.max(0) - image.min(0)).mean()), image_mean[2] - image_mean[1], image_mean[0] - image_mean[1]]
+    chroma = float((image.max(0) - image.min(0)).mean())
+    stats = [*image_mean, *image_std, chroma, image_mean[2] - image_mean[1], image_mean[0] - image_mean[1]]
     stats += histogram(image, everywhere)
     cell_mean, cell_std = moments(p[0], cell)
     seg_mean, seg_std = moments(seg, cell)
-    stats += [float(cell.mean())] + cell_mean + cell_std + seg_mean + seg_std + histogram(p[0], cell) + histogram(seg, cell)
+    stats += [float(cell.mean()), *cell_mean, *cell_std, *seg_mean, *seg_std, *histogram(p[0], cell), *histogram(seg, cell)]
     grey = np.tensordot(np.array(LUMA), image, axes=1)
     stats += [float(g.mean()) for g in gradients(grey)]
     cell_grey = np.tensordot(np.array(LUMA), p[0], axes=1)

@@ -58,13 +58,17 @@ class LinearHead:
 
 
 def fit_head_cv(
-    inputs: npt.NDArray[np.float32], labels: npt.NDArray[np.int64], groups: npt.NDArray[np.int64], config: HeadRefitConfig
+    inputs: npt.NDArray[np.float32],
+    labels: npt.NDArray[np.int64],
+    groups: npt.NDArray[np.int64],
+    config: HeadRefitConfig,
+    penalty_weights: npt.NDArray[np.float32] | None = None,
 ) -> LinearHead:
     """Choose the L2 strength by grouped cross-validation (held-out NLL over folds of whole blocks), then fit on all rows."""
     views = ViewFeatures(inputs, labels, groups, np.zeros(len(labels), dtype=np.int64))
-    scores = cross_validate(views, len(CLASS_NAMES), config)
+    scores = cross_validate(views, len(CLASS_NAMES), config, penalty_weights)
     chosen = min(scores, key=lambda wd: (scores[wd]["nll"], wd))
-    weight, bias = fit_linear_head(inputs, labels, len(CLASS_NAMES), chosen, config.max_iter)
+    weight, bias = fit_linear_head(inputs, labels, len(CLASS_NAMES), chosen, config.max_iter, penalty_weights)
     return LinearHead(weight, bias, chosen, scores)
 
 

@@ -8,13 +8,13 @@ import pytest
 
 pytest.importorskip("torch", reason="the head fit needs torch")
 
-from paths import DEMO  # noqa: E402
+from paths import DEMO
 
-from allbatch.model.manifest import load_model_artifact  # noqa: E402 - after the importorskip
-from allbatch.prepare.recipe import prepare_files  # noqa: E402
-from factory.hybrid_head import block_groups, figures  # noqa: E402
-from factory.part_outputs import inputs_to_pixels, pixels_to_inputs  # noqa: E402
-from factory.training.head_refit import fit_linear_head  # noqa: E402
+from allbatch.model.manifest import load_model_artifact
+from allbatch.prepare.recipe import prepare_files
+from factory.hybrid_head import block_groups, figures
+from factory.part_outputs import inputs_to_pixels, pixels_to_inputs
+from factory.training.head_refit import fit_linear_head
 
 
 def test_cached_pixels_give_the_inputs_back_exactly() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -79,7 +80,7 @@ def block_groups(blocks: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
     return np.array([index[key] for key in keys], dtype=np.int64)
 
 
-def figures(labels: npt.NDArray[np.int64], logits: npt.NDArray[np.floating]) -> dict[str, object]:
+def figures(labels: npt.NDArray[np.int64], logits: npt.NDArray[np.floating[Any]]) -> dict[str, Any]:
     """Accuracy, macro sensitivity, ALL-called-ALL, Benign-called-Benign, errors and confusion of (n, C) ``logits``."""
     probs = torch.softmax(torch.from_numpy(np.asarray(logits, dtype=np.float64)), dim=1).numpy()
     multi = multiclass_metrics(labels, probs.argmax(1), CLASS_NAMES)

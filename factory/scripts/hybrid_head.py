@@ -21,12 +21,14 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from allbatch.model.manifest import load_model_artifact
 from allbatch.model.statistics import statistic_names
+from allbatch.prepare.preprocessing import Preprocessing
 from factory.hybrid_head import LinearHead, block_groups, figures, fit_head_cv, input_statistics
 from factory.part_outputs import PartOutputs
 from factory.robustness import MAX_DROP_POINTS, PERTURBATIONS
@@ -39,7 +41,7 @@ STATISTICS_RELIEFS = (0.1, 0.01)
 """Penalty multipliers tried for the statistics' weights in ``hybrid_relieved`` (the pooled features keep 1)."""
 
 
-def cached_statistics(cache: Path, name: str, outputs: PartOutputs, artifact_prep: object) -> npt.NDArray[np.float32]:
+def cached_statistics(cache: Path, name: str, outputs: PartOutputs, prep: Preprocessing) -> npt.NDArray[np.float32]:
     """The statistics of a cached part, computed once and kept beside it (keyed by the statistic names)."""
     path = cache / f"{name}.statistics.npz"
     key = json.dumps(statistic_names())
@@ -48,7 +50,7 @@ def cached_statistics(cache: Path, name: str, outputs: PartOutputs, artifact_pre
             if str(data["key"]) == key and len(data["statistics"]) == len(outputs.labels):
                 return np.asarray(data["statistics"])
     started = time.time()
-    statistics = input_statistics(outputs, artifact_prep)  # type: ignore[arg-type]
+    statistics = input_statistics(outputs, artifact_prep)
     np.savez(path, key=np.array(key), statistics=statistics)
     log.info("statistics of %s: %.0f s", name, time.time() - started)
     return statistics
@@ -106,7 +108,7 @@ def main() -> None:
         log.info("%s: weight decay %g chosen (%.0f s)", name, heads[name].weight_decay, time.time() - started)
     results: dict[str, dict[str, object]] = {}
     for head_name in ["shipped", *designs]:
-        conditions: dict[str, object] = {}
+        conditions: dict[str, dict[str, Any]] = {}
         plain_accuracy = 0.0
         for condition, part in selection.items():
             if head_name == "shipped":
@@ -115,10 +117,10 @@ def main() -> None:
                 logits = heads[head_name].logits(designs[head_name](part, selection_stats[condition]))
             result = figures(part.labels, logits)
             if condition == "plain":
-                plain_accuracy = float(result["accuracy"])  # type: ignore[arg-type]
-            result["drop_points"] = round(100.0 * (plain_accuracy - float(result["accuracy"])), 2)  # type: ignore[arg-type]
+                plain_accuracy = float(result["accuracy"])
+            result["drop_points"] = round(100.0 * (plain_accuracy - float(result["accuracy"])), 2)
             conditions[condition] = result
-        drops = [float(c["drop_points"]) for k, c in conditions.items() if k != "plain"]  # type: ignore[index]
+        drops = [float(c["drop_points"]) for k, c in conditions.items() if k != "plain"]
         results[head_name] = {
             "weight_decay": heads[head_name].weight_decay if head_name in heads else None,
             "cross_validation": {str(k): v for k, v in heads[head_name].cross_validation.items()} if head_name in heads else None,
@@ -127,7 +129,7 @@ def main() -> None:
             "meets_robustness_target": None if not drops else max(drops) <= MAX_DROP_POINTS,
         }
         plain = conditions["plain"]
-        shown = {k: v for k, v in plain.items() if k != "confusion"}  # type: ignore[union-attr]
+        shown = {k: v for k, v in plain.items() if k != "confusion"}
         log.info("%s on selection: %s; worst drop %s", head_name, shown, max(drops, default=None))
     report["heads"] = results
     if args.json is not None:

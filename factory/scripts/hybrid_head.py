@@ -50,7 +50,7 @@ def cached_statistics(cache: Path, name: str, outputs: PartOutputs, prep: Prepro
             if str(data["key"]) == key and len(data["statistics"]) == len(outputs.labels):
                 return np.asarray(data["statistics"])
     started = time.time()
-    statistics = input_statistics(outputs, artifact_prep)
+    statistics = input_statistics(outputs, prep)
     np.savez(path, key=np.array(key), statistics=statistics)
     log.info("statistics of %s: %.0f s", name, time.time() - started)
     return statistics

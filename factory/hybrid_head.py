@@ -95,3 +95,64 @@ def figures(labels: npt.NDArray[np.int64], logits: npt.NDArray[np.floating[Any]]
         "benign_called_benign": round(float(confusion[0, 0] / max(1, confusion[0].sum())), 5),
         "confusion": confusion.tolist(),
     }
+
+
+@dataclass(frozen=True)
+class HybridFit:
+    """The relieved hybrid head chosen by grouped CV on train: ``head`` acts on [pooled features, standardised
+    statistics]; ``shift`` / ``scale`` (K,) standardise the raw statistics ((s - shift) * scale); ``relief``: the
+    statistics' penalty multiplier chosen; ``cross_validation``: {relief: {weight decay: scores}}."""
+
+    head: LinearHead
+    shift: npt.NDArray[np.float32]
+    scale: npt.NDArray[np.float32]
+    relief: float
+    cross_validation: dict[float, dict[float, dict[str, float]]]
+
+    def design(self, features: npt.NDArray[np.float32], statistics: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """(n, 2F) features and (n, K) raw statistics -> (n, 2F + K) head inputs."""
+        return np.concatenate([features, (statistics - self.shift) * self.scale], axis=1).astype(np.float32)
+
+
+def fit_hybrid(
+    features: npt.NDArray[np.float32],
+    statistics: npt.NDArray[np.float32],
+    labels: npt.NDArray[np.int64],
+    groups: npt.NDArray[np.int64],
+    config: HeadRefitConfig,
+    reliefs: tuple[float, ...],
+) -> HybridFit:
+    """Fit the hybrid head on the train part: for each statistics relief, the L2 strength by grouped CV; the
+    (relief, strength) with the lowest held-out NLL wins and is refitted on every row."""
+    shift = statistics.mean(axis=0).astype(np.float32)
+    scale = (1.0 / (statistics.std(axis=0) + 1e-6)).astype(np.float32)
+    design = np.concatenate([features, (statistics - shift) * scale], axis=1).astype(np.float32)
+    fits: dict[float, LinearHead] = {}
+    for relief in reliefs:
+        penalty = np.ones(design.shape[1], dtype=np.float32)
+        penalty[features.shape[1] :] = relief
+        fits[relief] = fit_head_cv(design, labels, groups, config, penalty)
+        log.info("relief %g: weight decay %g", relief, fits[relief].weight_decay)
+    best = min(fits, key=lambda r: min(score["nll"] for score in fits[r].cross_validation.values()))
+    return HybridFit(fits[best], shift, scale, best, {r: fit.cross_validation for r, fit in fits.items()})
+
+
+def hybrid_network(base: Any, fit: HybridFit, prep: Preprocessing) -> Any:
+    """A ``TwoChannelNet`` with ``base``'s backbone and the fitted hybrid head (statistics computed in the graph)."""
+    from dataclasses import replace
+
+    from allbatch.model.network import TwoChannelNet
+
+    spec = {"mean": prep.mean, "std": prep.std, "rows": unblanked_rows(prep), "bins": statistics_module(prep).bins}
+    config = replace(base.config, extra={**base.config.extra, "statistics": spec})
+    net = TwoChannelNet(config)
+    net.backbone.load_state_dict(base.backbone.state_dict())
+    assert net.statistics is not None
+    with torch.no_grad():
+        net.statistics.shift.copy_(torch.from_numpy(fit.shift))
+        net.statistics.scale.copy_(torch.from_numpy(fit.scale))
+        head = net.head[1]
+        assert isinstance(head, torch.nn.Linear)
+        head.weight.copy_(torch.from_numpy(fit.head.weight))
+        head.bias.copy_(torch.from_numpy(fit.head.bias))
+    return net.eval()

@@ -12,6 +12,8 @@ segmentation writes black elsewhere), weighted 1, others 0.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F  # noqa: N812 - the torch convention
 from torch import nn
@@ -45,6 +47,11 @@ def statistic_names(bins: int = HISTOGRAM_BINS) -> list[str]:
 class ImageStatistics(nn.Module):
     """(N, 2, 3, S, S) float32 normalised model input -> (N, K) float32 statistics (``statistic_names`` order).
 
+    The output is standardised as ``(s - shift) * scale`` with (K,) buffers fitted on training images (0 and 1
+    until then). The statistics are always computed in float32 and the buffers stay float32 when the network is
+    cast to half (``_apply``): a shift rounded to fp16 and multiplied by a large scale would move a statistic by
+    whole standard deviations. The output has the input's dtype.
+
     Args:
         mean, std: the manifest's normalisation (``p = x * std + mean``).
         rows: rows of the S x S input above the blanked bottom band (the original's statistics read only those;
@@ -55,8 +62,23 @@ class ImageStatistics(nn.Module):
     def __init__(self, mean: float, std: float, rows: int, bins: int = HISTOGRAM_BINS) -> None:
         super().__init__()
         self.mean, self.std, self.rows, self.bins = float(mean), float(std), int(rows), int(bins)
+        count = len(statistic_names(self.bins))
         self.luma: torch.Tensor
+        self.shift: torch.Tensor
+        self.scale: torch.Tensor
         self.register_buffer("luma", torch.tensor(LUMA, dtype=torch.float32).reshape(1, 3, 1, 1))
+        self.register_buffer("shift", torch.zeros(count, dtype=torch.float32))
+        self.register_buffer("scale", torch.ones(count, dtype=torch.float32))
+
+    def _apply(self, fn: Any, recurse: bool = True) -> ImageStatistics:
+        """Moves follow ``fn`` (device), but the buffers stay float32 (see the class docstring)."""
+        exact = {name: buffer.detach().clone() for name, buffer in self._buffers.items() if buffer is not None}
+        super()._apply(fn, recurse)
+        for name, buffer in exact.items():
+            moved = self._buffers[name]
+            assert moved is not None
+            self._buffers[name] = buffer.to(device=moved.device, dtype=torch.float32)
+        return self
 
     @property
     def num_statistics(self) -> int:
@@ -94,6 +116,10 @@ class ImageStatistics(nn.Module):
         return grad_x, grad_y, laplacian
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ((self.raw(x.float()) - self.shift) * self.scale).to(x.dtype)
+
+    def raw(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 2, 3, S, S) float32 -> (N, K) float32 statistics before the standardisation."""
         pixels = x * self.std + self.mean  # (N, 2, 3, S, S) on 0..1
         image = pixels[:, 0, :, : self.rows, :]  # (N, 3, R, S)
         cells_seg = pixels[:, 1]  # (N, 3, S, S): (V, S, H) of cell pixels, 0 elsewhere
@@ -103,7 +129,7 @@ class ImageStatistics(nn.Module):
         chroma = (image.amax(dim=1) - image.amin(dim=1)).mean(dim=(1, 2))[:, None]
         image_hist = self.soft_histogram(image, ones)
 
-        mask = (cells_seg.amax(dim=1, keepdim=True) > MASK_LEVEL).to(x.dtype)  # (N, 1, S, S)
+        mask = (cells_seg.amax(dim=1, keepdim=True) > MASK_LEVEL).float()  # (N, 1, S, S)
         cell_fraction = mask.mean(dim=(2, 3))
         cell_image = pixels[:, 0]  # the original at the cell pixels (the band holds no cell: segmented is black there)
         cell_mean, cell_std = self.weighted_moments(cell_image, mask)

@@ -123,10 +123,13 @@ def fit_hybrid(
     reliefs: tuple[float, ...],
 ) -> HybridFit:
     """Fit the hybrid head on the train part: for each statistics relief, the L2 strength by grouped CV; the
-    (relief, strength) with the lowest held-out NLL wins and is refitted on every row."""
-    shift = statistics.mean(axis=0).astype(np.float32)
-    scale = (1.0 / (statistics.std(axis=0) + 1e-6)).astype(np.float32)
-    design = np.concatenate([features, (statistics - shift) * scale], axis=1).astype(np.float32)
+    (relief, strength) with the lowest held-out NLL wins and is refitted on every row.
+
+    The fit standardises its inputs itself (``fit_linear_head``); the statistics' part of the returned head is
+    expressed on the statistics standardised the same way (mean, unbiased std + 1e-6 of train), which the graph
+    computes in float32, so the stored head weights are the O(1) standardised-space weights (safe in fp16).
+    """
+    design = np.concatenate([features, statistics], axis=1).astype(np.float32)
     fits: dict[float, LinearHead] = {}
     for relief in reliefs:
         penalty = np.ones(design.shape[1], dtype=np.float32)
@@ -134,7 +137,15 @@ def fit_hybrid(
         fits[relief] = fit_head_cv(design, labels, groups, config, penalty)
         log.info("relief %g: weight decay %g", relief, fits[relief].weight_decay)
     best = min(fits, key=lambda r: min(score["nll"] for score in fits[r].cross_validation.values()))
-    return HybridFit(fits[best], shift, scale, best, {r: fit.cross_validation for r, fit in fits.items()})
+    raw = fits[best]
+    shift = statistics.mean(axis=0, dtype=np.float64)
+    scale = 1.0 / (statistics.std(axis=0, ddof=1, dtype=np.float64) + 1e-6)
+    width = features.shape[1]
+    weight = raw.weight.astype(np.float64)
+    bias = raw.bias.astype(np.float64) + weight[:, width:] @ shift  # W s + b = (W / scale) z + (b + W shift)
+    weight[:, width:] /= scale
+    head = LinearHead(weight.astype(np.float32), bias.astype(np.float32), raw.weight_decay, raw.cross_validation)
+    return HybridFit(head, shift.astype(np.float32), scale.astype(np.float32), best, {r: fit.cross_validation for r, fit in fits.items()})
 
 
 def hybrid_network(base: Any, fit: HybridFit, prep: Preprocessing) -> Any:

@@ -8,6 +8,9 @@ robustness perturbations); the test part is not read. Heads compared, each with 
 - ``hybrid``: on the pooled features and the in-graph statistics (``allbatch.model.statistics``), one L2 strength;
 - ``hybrid_relieved``: the same with the statistics' penalty multiplied by a relief (``STATISTICS_RELIEFS``, chosen
   with the L2 strength by the same cross-validation): 141 statistics are otherwise swamped by 3840 features;
+- ``hybrid_colour``: ``hybrid_relieved`` without the texture statistics (gradients, Laplacian, multi-scale contrast,
+  mask edges, neighbour correlation), which a change of resolution moves far outside the training range; its relief
+  is the one cross-validation chose for ``hybrid_relieved``;
 - ``statistics_and_logits``: on the statistics and the shipped head's 4 logits.
 On selection: accuracy, macro sensitivity, errors, and the drop under each cached perturbation.
 
@@ -38,6 +41,8 @@ log = logging.getLogger("factory.scripts.hybrid_head")
 
 WEIGHT_DECAYS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
 STATISTICS_RELIEFS = (0.1, 0.01)
+TEXTURE_PREFIXES = ("grey_", "cell_grad", "cell_laplacian", "mask_edges")
+"""Names of the texture statistics (``allbatch.model.statistics.statistic_names``) that ``hybrid_colour`` leaves out."""
 """Penalty multipliers tried for the statistics' weights in ``hybrid_relieved`` (the pooled features keep 1)."""
 
 
@@ -80,10 +85,12 @@ def main() -> None:
     def raw_logits(part: PartOutputs) -> npt.NDArray[np.float32]:
         return (part.logits * temperature).astype(np.float32)  # the graph divides by the temperature: undo it
 
+    colour: npt.NDArray[np.intp] = np.array([i for i, name in enumerate(statistic_names()) if not name.startswith(TEXTURE_PREFIXES)])
     designs = {
         "refit_pooled": lambda part, stats: part.features,
         "hybrid": lambda part, stats: np.concatenate([part.features, stats], axis=1),
         "hybrid_relieved": lambda part, stats: np.concatenate([part.features, stats], axis=1),
+        "hybrid_colour": lambda part, stats: np.concatenate([part.features, stats[:, colour]], axis=1),
         "statistics_and_logits": lambda part, stats: np.concatenate([stats, raw_logits(part)], axis=1),
     }
     heads: dict[str, LinearHead] = {}
@@ -96,6 +103,9 @@ def main() -> None:
         reliefs[relief] = fit_head_cv(designs["hybrid_relieved"](train, train_stats), train.labels, groups, config, penalty)
     best_relief = min(reliefs, key=lambda r: min(s["nll"] for s in reliefs[r].cross_validation.values()))
     heads["hybrid_relieved"] = reliefs[best_relief]
+    colour_penalty = np.ones(pooled_width + len(colour), dtype=np.float32)
+    colour_penalty[pooled_width:] = best_relief
+    heads["hybrid_colour"] = fit_head_cv(designs["hybrid_colour"](train, train_stats), train.labels, groups, config, colour_penalty)
     report["hybrid_relieved_relief"] = best_relief
     report["hybrid_relieved_cv_by_relief"] = {
         str(r): {str(wd): s for wd, s in head.cross_validation.items()} for r, head in reliefs.items()

@@ -11,6 +11,10 @@ robustness perturbations); the test part is not read. Heads compared, each with 
 - ``hybrid_colour``: ``hybrid_relieved`` without the texture statistics (gradients, Laplacian, multi-scale contrast,
   mask edges, neighbour correlation), which a change of resolution moves far outside the training range; its relief
   is the one cross-validation chose for ``hybrid_relieved``;
+- ``hybrid_stable``: ``hybrid_relieved`` on the statistics that vary on train (std > ``MIN_STATISTIC_STD``): a
+  statistic that is constant on train (e.g. the dark bins of the segmented image's histograms, empty at native
+  resolution) gets an enormous standardised weight, and resizing, which blends cell and background pixels at mask
+  edges, fills it; same relief;
 - ``statistics_and_logits``: on the statistics and the shipped head's 4 logits.
 On selection: accuracy, macro sensitivity, errors, and the drop under each cached perturbation.
 
@@ -41,6 +45,8 @@ log = logging.getLogger("factory.scripts.hybrid_head")
 
 WEIGHT_DECAYS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
 STATISTICS_RELIEFS = (0.1, 0.01)
+MIN_STATISTIC_STD = 1e-3
+"""``hybrid_stable`` keeps the statistics whose train standard deviation exceeds this (0..1 pixel scale, shares)."""
 TEXTURE_PREFIXES = ("grey_", "cell_grad", "cell_laplacian", "mask_edges")
 """Names of the texture statistics (``allbatch.model.statistics.statistic_names``) that ``hybrid_colour`` leaves out."""
 """Penalty multipliers tried for the statistics' weights in ``hybrid_relieved`` (the pooled features keep 1)."""
@@ -86,11 +92,13 @@ def main() -> None:
         return (part.logits * temperature).astype(np.float32)  # the graph divides by the temperature: undo it
 
     colour: npt.NDArray[np.intp] = np.array([i for i, name in enumerate(statistic_names()) if not name.startswith(TEXTURE_PREFIXES)])
+    stable: npt.NDArray[np.intp] = np.flatnonzero(train_stats.std(axis=0) > MIN_STATISTIC_STD)
     designs = {
         "refit_pooled": lambda part, stats: part.features,
         "hybrid": lambda part, stats: np.concatenate([part.features, stats], axis=1),
         "hybrid_relieved": lambda part, stats: np.concatenate([part.features, stats], axis=1),
         "hybrid_colour": lambda part, stats: np.concatenate([part.features, stats[:, colour]], axis=1),
+        "hybrid_stable": lambda part, stats: np.concatenate([part.features, stats[:, stable]], axis=1),
         "statistics_and_logits": lambda part, stats: np.concatenate([stats, raw_logits(part)], axis=1),
     }
     heads: dict[str, LinearHead] = {}
@@ -106,6 +114,10 @@ def main() -> None:
     colour_penalty = np.ones(pooled_width + len(colour), dtype=np.float32)
     colour_penalty[pooled_width:] = best_relief
     heads["hybrid_colour"] = fit_head_cv(designs["hybrid_colour"](train, train_stats), train.labels, groups, config, colour_penalty)
+    stable_penalty = np.ones(pooled_width + len(stable), dtype=np.float32)
+    stable_penalty[pooled_width:] = best_relief
+    heads["hybrid_stable"] = fit_head_cv(designs["hybrid_stable"](train, train_stats), train.labels, groups, config, stable_penalty)
+    report["stable_statistics"] = [statistic_names()[i] for i in stable]
     report["hybrid_relieved_relief"] = best_relief
     report["hybrid_relieved_cv_by_relief"] = {
         str(r): {str(wd): s for wd, s in head.cross_validation.items()} for r, head in reliefs.items()

@@ -12,7 +12,6 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -134,30 +133,4 @@ def run_part(
         logits=np.concatenate(logits).astype(np.float32),
         features=np.concatenate(features).astype(np.float32),
         backend=backend.name,
-    )
-
-
-def collected_from_parts(parts: Sequence[PartOutputs], logits: Sequence[npt.NDArray[np.floating]], prep: Preprocessing) -> Any:
-    """A ``factory.qc_collect.Collected`` of cached parts with the given (n, C) calibrated logits per part (a new
-    head's, with the backbone's cached features): what ``factory/scripts/fit_qc_stats.py --cache`` fits on, without
-    running the backbone again."""
-    from allbatch.qc.measures import confidence_measures, input_measures
-    from factory.calibration import softmax
-    from factory.qc_collect import Collected
-
-    measures: list[dict[str, Any]] = []
-    for part, part_logits in zip(parts, logits, strict=True):
-        for start in range(0, len(part.labels), 64):
-            rows = slice(start, start + 64)
-            measures.append({**input_measures(pixels_to_inputs(part.pixels[rows], prep), prep), **confidence_measures(part_logits[rows])})
-    joined = {key: np.concatenate([np.asarray(m[key]) for m in measures]) for key in measures[0]}
-    all_logits = np.concatenate([np.asarray(x, dtype=np.float32) for x in logits])
-    return Collected(
-        names=[name for part in parts for name in part.names],
-        features=np.concatenate([part.features for part in parts]),
-        logits=all_logits,
-        probs=softmax(all_logits).astype(np.float32),
-        mask_fraction=np.concatenate([part.mask_fraction for part in parts]),
-        sizes=np.concatenate([part.sizes for part in parts]),
-        measures=joined,
     )

@@ -99,9 +99,7 @@ class TwoChannelNet(nn.Module):
         self.config = config
         self.backbone = DenseNetBackbone(config)
         spec = config.extra.get("statistics")
-        self.statistics = (
-            ImageStatistics(float(spec["mean"]), float(spec["std"]), int(spec["rows"]), int(spec["bins"])) if spec else None
-        )
+        self.statistics = ImageStatistics(float(spec["mean"]), float(spec["std"]), int(spec["rows"]), int(spec["bins"])) if spec else None
         head_inputs = 2 * self.backbone.num_features + (self.statistics.num_statistics if self.statistics is not None else 0)
         self.head = nn.Sequential(nn.Dropout(config.head_dropout), nn.Linear(head_inputs, config.num_classes))
         head_linear = self.head[1]

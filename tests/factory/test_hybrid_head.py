@@ -44,3 +44,23 @@ def test_block_groups_and_figures() -> None:
     result = figures(np.array([0, 1, 2, 3]), np.eye(4)[[0, 1, 2, 0]] * 5.0)
     assert result["errors"] == 1 and result["benign_called_benign"] == 1.0
     assert result["all_called_all"] == pytest.approx(0.66667)  # the Pro image called Benign
+
+
+def test_hybrid_fit_moves_the_standardisation_into_the_graph_without_changing_the_logits() -> None:
+    from factory.hybrid_head import fit_hybrid
+    from factory.training.head_refit import HeadRefitConfig
+
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 4, 240)
+    features = rng.normal(0, 1, (240, 16)).astype(np.float32)
+    statistics = (np.eye(4)[labels] @ rng.normal(0, 1, (4, 6)) * 0.01 + 0.5 + rng.normal(0, 0.01, (240, 6))).astype(np.float32)
+    statistics[:, 5] = 0.25  # constant on train, as the empty histogram bins are
+    groups = np.arange(240) // 10
+    fit = fit_hybrid(features, statistics, labels, groups, HeadRefitConfig(weight_decays=(0.01,), folds=3), (0.1,))
+    design = np.concatenate([features, statistics], axis=1)
+    penalty = np.ones(22, dtype=np.float32)
+    penalty[16:] = 0.1
+    raw_weight, raw_bias = fit_linear_head(design, labels, 4, 0.01, 300, penalty)
+    expected = design.astype(np.float64) @ raw_weight.T + raw_bias
+    np.testing.assert_allclose(fit.head.logits(fit.design(features, statistics)), expected, rtol=1e-4, atol=1e-3)
+    assert np.abs(fit.head.weight[:, 16:]).max() < 100  # standardised-space weights: safe in the fp16 ONNX

@@ -11,7 +11,10 @@ agrees with the fp32 reference (ONNX Runtime) on real images, with the threshold
 model, the OpenVINO version, the CPU and the precision. A model whose manifest records a bf16 refusal on its
 validation images (``validation.openvino_bf16``, written by ``factory/scripts/precision_agreement.py --openvino``:
 hundreds of images, where the check here has the 8 demo images) runs in fp32 under ``auto``, and an explicit
-bf16 is refused. ``openvino`` is imported lazily.
+bf16 is refused. A verdict of the user-facing gate (``gate`` set, written by ``factory/scripts/precision_gate.py``:
+labels, ECE, QC flags and folder verdicts on the selection part) that accepts bf16 replaces the 0.02 bound of the
+check here by its ``runtime_max_abs_prob_diff`` (the move it measured, with a margin): the check then tells
+whether this CPU's bf16 kernels behave like the measured ones. ``openvino`` is imported lazily.
 """
 
 from __future__ import annotations
@@ -32,7 +35,6 @@ from allbatch.backends.fp16_check import (
     FP16_MIN_ARGMAX_AGREEMENT,
     check_inputs_from_folder,
     fp16_agreement,
-    judge_fp16,
     reference_probs,
 )
 from allbatch.backends.trt_engine import default_cache_dir
@@ -84,6 +86,31 @@ def manifest_bf16_refusal(artifact: ModelArtifact) -> str | None:
     if not isinstance(verdict, dict) or verdict.get("accepted", True):
         return None
     return f"{verdict.get('reason', 'refused')} (the model's manifest, validation.openvino_bf16)"
+
+
+def bf16_check_bound(artifact: ModelArtifact) -> float:
+    """The largest probability move the load-time bf16 check allows for this model: the manifest's accepting
+    user-facing verdict's ``runtime_max_abs_prob_diff`` when it has one, else ``FP16_MAX_ABS_PROB_DIFF`` (0.02)."""
+    verdict = artifact.manifest.validation.get("openvino_bf16")
+    if isinstance(verdict, dict) and verdict.get("accepted") is True and verdict.get("gate"):
+        bound = verdict.get("runtime_max_abs_prob_diff")
+        if isinstance(bound, int | float) and 0.0 < float(bound) <= 1.0:
+            return float(bound)
+    return FP16_MAX_ABS_PROB_DIFF
+
+
+def judge_bf16(figures: dict[str, Any], artifact: ModelArtifact) -> tuple[bool, str]:
+    """``judge_fp16`` with the model's bound (``bf16_check_bound``) in place of the fixed 0.02."""
+    bound = bf16_check_bound(artifact)
+    agreement = float(figures["argmax_agreement"])
+    diff = float(figures["max_abs_prob_diff"])
+    stated = (
+        f"argmax agreement {agreement:.4f} (>= {FP16_MIN_ARGMAX_AGREEMENT} needed), "
+        f"max |p16 - p32| {diff:.4g} (<= {bound:g} allowed"
+        + (", the model's user-facing bf16 verdict" if bound != FP16_MAX_ABS_PROB_DIFF else "")
+        + f") on {figures['n']} images"
+    )
+    return agreement >= FP16_MIN_ARGMAX_AGREEMENT and diff <= bound, stated  # a NaN compares False: refused
 
 
 def openvino_cache_dir() -> Path:
@@ -200,7 +227,7 @@ class OpenVinoBackend(BaseBackend):
         stored = _read_json(sidecar)
         if self.check_images is None and {"argmax_agreement", "max_abs_prob_diff", "n"} <= stored.keys():
             figures = stored
-            accepted, reason = judge_fp16(stored)  # judged again: the thresholds may have changed since
+            accepted, reason = judge_bf16(stored, self.artifact)  # judged again: the thresholds may have changed since
             log.info("openvino bf16 agreement (stored): %s", reason)
         else:
             folder = self.check_images if self.check_images is not None else DEFAULT_CHECK_IMAGES
@@ -209,7 +236,7 @@ class OpenVinoBackend(BaseBackend):
             step = CHECK_BATCH  # bounded activations: the check may hold hundreds of images
             probs = np.concatenate([self.infer(inputs[start : start + step]).probs for start in range(0, len(inputs), step)])
             figures = fp16_agreement(probs, reference_probs(self.artifact, inputs))
-            accepted, reason = judge_fp16(figures)
+            accepted, reason = judge_bf16(figures, self.artifact)
             figures = {
                 **figures,
                 "accepted": accepted,
@@ -217,7 +244,7 @@ class OpenVinoBackend(BaseBackend):
                 "key": self.key(),
                 "check_images": str(folder),
                 "reference": "onnxruntime fp32 (CPU)",
-                "thresholds": {"min_argmax_agreement": FP16_MIN_ARGMAX_AGREEMENT, "max_abs_prob_diff": FP16_MAX_ABS_PROB_DIFF},
+                "thresholds": {"min_argmax_agreement": FP16_MIN_ARGMAX_AGREEMENT, "max_abs_prob_diff": bf16_check_bound(self.artifact)},
                 "checked_utc": datetime.now(UTC).isoformat(timespec="seconds"),
             }
             write_bytes(sidecar, (json.dumps(figures, indent=2, sort_keys=True) + "\n").encode("utf-8"), make_parents=True)

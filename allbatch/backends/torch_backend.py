@@ -403,7 +403,7 @@ class TorchBackend(BaseBackend):
             memory_format=torch.channels_last if self.channels_last else torch.contiguous_format,
         )
         features = net.backbone(flat).reshape(n, -1)
-        logits = net.forward_head(features).float() / self.artifact.manifest.temperature
+        logits = net.forward_head(net.head_inputs(x, features)).float() / self.artifact.manifest.temperature
         return torch.cat([torch.softmax(logits, dim=1), logits, features.float()], dim=1)
 
     def _run_static(self, x: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,7 @@ import torch.nn.functional as F  # noqa: N812 - the torch convention
 from torch import nn
 
 from allbatch.model.config import ModelConfig
+from allbatch.model.statistics import ImageStatistics
 
 
 class DenseLayer(nn.Module):
@@ -87,13 +88,20 @@ class TwoChannelNet(nn.Module):
 
     Input (N, 2, 3, H, W) float32: channel 0 the original image, channel 1 the segmented one, both
     normalised as the manifest says. ``forward`` returns (N, num_classes) logits.
+
+    A hybrid head (``config.extra["statistics"]`` = {"mean", "std", "rows", "bins"}: the input normalisation, the
+    rows above the blanked band, histogram bins) sees the pooled features concatenated with the input's
+    standardised colour and texture statistics (``allbatch.model.statistics``), computed in the graph.
     """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
         self.backbone = DenseNetBackbone(config)
-        self.head = nn.Sequential(nn.Dropout(config.head_dropout), nn.Linear(2 * self.backbone.num_features, config.num_classes))
+        spec = config.extra.get("statistics")
+        self.statistics = ImageStatistics(float(spec["mean"]), float(spec["std"]), int(spec["rows"]), int(spec["bins"])) if spec else None
+        head_inputs = 2 * self.backbone.num_features + (self.statistics.num_statistics if self.statistics is not None else 0)
+        self.head = nn.Sequential(nn.Dropout(config.head_dropout), nn.Linear(head_inputs, config.num_classes))
         head_linear = self.head[1]
         assert isinstance(head_linear, nn.Linear)
         nn.init.zeros_(head_linear.bias)
@@ -104,11 +112,19 @@ class TwoChannelNet(nn.Module):
         pooled = self.backbone(x.flatten(0, 1))  # (2N, F), rows alternate original / segmented
         return pooled.reshape(n, 2 * self.backbone.num_features)
 
+    def head_inputs(self, x: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """What the head reads: the (N, 2F) pooled ``features``, with the (N, K) statistics of the (N, 2, 3, H, W)
+        input ``x`` appended for a hybrid head (in the features' dtype)."""
+        if self.statistics is None:
+            return features
+        return torch.cat([features, self.statistics(x).to(features.dtype)], dim=1)
+
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """The head on ``head_inputs``'s result."""
         return self.head(features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+        return self.forward_head(self.head_inputs(x, self.forward_features(x)))
 
 
 class ExportedNet(nn.Module):
@@ -130,5 +146,5 @@ class ExportedNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         features = self.net.forward_features(x)
-        logits = self.net.forward_head(features) / self.temperature
+        logits = self.net.forward_head(self.net.head_inputs(x, features)) / self.temperature
         return torch.softmax(logits, dim=1), logits, features

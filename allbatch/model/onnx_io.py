@@ -25,6 +25,9 @@ from allbatch.prepare.segment import SegmentationParams
 
 FP16_SUFFIX = ".fp16"
 OPSET = 18
+FP32_INITIALIZERS = ("temperature", "net.statistics.luma", "net.statistics.shift", "net.statistics.scale")
+"""Initializers kept in float32: the temperature, and the hybrid head's statistics constants (a standardisation
+shift rounded to fp16 and multiplied by a large scale would move a statistic by whole standard deviations)."""
 
 
 def export_fp32_onnx(net: TwoChannelNet, path: Path, size: int, temperature: float = 1.0) -> None:
@@ -58,7 +61,7 @@ def convert_weights_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     casts = []
     kept = []
     for init in graph.initializer:
-        if init.data_type != onnx.TensorProto.FLOAT or init.name == "temperature":  # the temperature stays exact
+        if init.data_type != onnx.TensorProto.FLOAT or init.name in FP32_INITIALIZERS:  # these stay exact
             kept.append(init)
             continue
         values = numpy_helper.to_array(init).astype(np.float16)

@@ -8,8 +8,9 @@ runs; AVX512-FP16 where the CPU has it), on every k-th validation image of the m
 checked by ``allbatch engine build``.
 
 ``--openvino`` also measures OpenVINO bf16 (what ``--backend auto`` picks on CPUs with native bf16) and, with
-``--write``, stores its verdict as ``validation.openvino_bf16``: the backend then runs such a model in fp32 under
-``auto`` when the verdict is a refusal (its own check at load time sees only the 8 demo images).
+``--write``, stores this probability-bound verdict as ``validation.openvino_bf16_probability_bound``. The verdict
+``--backend auto`` follows (``validation.openvino_bf16``) is the user-facing gate's (labels, ECE, QC flags, folder
+verdicts on the selection part): ``factory/scripts/precision_gate.py``.
 
 Usage: python -m factory.scripts.precision_agreement [--model ...] [--data ...] [--stride 8] [--openvino] [--write]
 """
@@ -58,7 +59,9 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[3] / "shared/data/all-kaggle/Original")
     parser.add_argument("--stride", type=int, default=8, help="every k-th validation image")
-    parser.add_argument("--openvino", action="store_true", help="also OpenVINO bf16, its verdict into validation.openvino_bf16")
+    parser.add_argument(
+        "--openvino", action="store_true", help="also OpenVINO bf16, its verdict into validation.openvino_bf16_probability_bound"
+    )
     parser.add_argument("--write", action="store_true", help="store the figures in the manifest (validation.precision_cpu)")
     args = parser.parse_args()
     artifact = load_model_artifact(args.model)
@@ -90,7 +93,7 @@ def main() -> None:
     if args.write:
         manifest.validation = {**manifest.validation, "precision_cpu": report}
         if verdict is not None:
-            manifest.validation["openvino_bf16"] = verdict
+            manifest.validation["openvino_bf16_probability_bound"] = verdict
         manifest_path_for(artifact.onnx_path).write_text(manifest.to_json() + "\n")
 
 

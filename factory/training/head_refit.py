@@ -132,13 +132,20 @@ def view_features(
 
 
 def fit_linear_head(
-    features: npt.NDArray[np.float32], labels: npt.NDArray[np.int64], num_classes: int, weight_decay: float, max_iter: int = 300
+    features: npt.NDArray[np.float32],
+    labels: npt.NDArray[np.int64],
+    num_classes: int,
+    weight_decay: float,
+    max_iter: int = 300,
+    penalty_weights: npt.NDArray[np.float32] | None = None,
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
     """L2-regularised multinomial logistic regression, solved with L-BFGS (float32 on standardised features, host).
 
     Args:
         features: (n, F) float32. labels: (n,) class indices. weight_decay: penalty ``wd * |W|^2`` on
             the weights of the standardised features, added to the mean cross-entropy.
+        penalty_weights: (F,) float32 multipliers of each feature's penalty (None: all 1); below 1 relieves a
+            block of features (the hybrid head's 141 statistics beside 3840 pooled features).
     Returns:
         weight (C, F) float32 and bias (C,) float32 acting on the raw (unstandardised) features.
     """
@@ -150,10 +157,12 @@ def fit_linear_head(
     torch.nn.init.zeros_(linear.weight)
     torch.nn.init.zeros_(linear.bias)
     optimiser = torch.optim.LBFGS(linear.parameters(), max_iter=max_iter, line_search_fn="strong_wolfe")
+    relief = None if penalty_weights is None else torch.from_numpy(np.asarray(penalty_weights, dtype=np.float32))[None, :]
 
     def closure() -> torch.Tensor:
         optimiser.zero_grad()
-        loss = torch.nn.functional.cross_entropy(linear(z), y) + weight_decay * linear.weight.pow(2).sum()
+        penalty = linear.weight.pow(2) if relief is None else linear.weight.pow(2) * relief
+        loss = torch.nn.functional.cross_entropy(linear(z), y) + weight_decay * penalty.sum()
         loss.backward()
         return loss
 
@@ -178,7 +187,9 @@ def block_folds(groups: npt.NDArray[np.int64], folds: int, seed: int) -> npt.NDA
     return np.array([fold_of_block[int(group)] for group in groups], dtype=np.int64)
 
 
-def cross_validate(views: ViewFeatures, num_classes: int, config: HeadRefitConfig) -> dict[float, dict[str, float]]:
+def cross_validate(
+    views: ViewFeatures, num_classes: int, config: HeadRefitConfig, penalty_weights: npt.NDArray[np.float32] | None = None
+) -> dict[float, dict[str, float]]:
     """Per L2 strength: mean held-out NLL and error rate over ``config.folds`` folds of whole blocks.
 
     Blocks are dealt to folds in a seeded random order, so every fold holds blocks of every class.
@@ -189,7 +200,9 @@ def cross_validate(views: ViewFeatures, num_classes: int, config: HeadRefitConfi
         nll, errors = 0.0, 0
         for k in range(config.folds):
             train, held = fold != k, fold == k
-            weight, bias = fit_linear_head(views.features[train], views.labels[train], num_classes, weight_decay, config.max_iter)
+            weight, bias = fit_linear_head(
+                views.features[train], views.labels[train], num_classes, weight_decay, config.max_iter, penalty_weights
+            )
             logits = torch.from_numpy(head_logits(views.features[held], weight, bias))
             nll += float(torch.nn.functional.cross_entropy(logits, torch.from_numpy(views.labels[held]), reduction="sum"))
             errors += int((logits.argmax(1).numpy() != views.labels[held]).sum())

@@ -130,3 +130,24 @@ def test_a_bf16_refusal_in_the_manifest_makes_auto_fp32_and_refuses_bf16(tiny_mo
     accepted.manifest.validation = {"openvino_bf16": {"accepted": True}}
     with OpenVinoBackend(accepted, precision="auto", cache_dir=tmp_path) as backend:
         assert backend.precision == ("bf16" if NATIVE_BF16 else "fp32")
+
+
+def test_a_user_facing_bf16_verdict_sets_the_load_time_check_bound(tiny_model: Path, tmp_path: Path) -> None:
+    from allbatch.backends.openvino_backend import bf16_check_bound, judge_bf16
+
+    figures = {"argmax_agreement": 1.0, "max_abs_prob_diff": 0.07, "n": 8}
+    plain = load_model_artifact(tiny_model)
+    assert bf16_check_bound(plain) == 0.02 and not judge_bf16(figures, plain)[0]  # no verdict: the fixed 0.02
+    gated = load_model_artifact(tiny_model)
+    gated.manifest.validation = {"openvino_bf16": {"accepted": True, "gate": "user_facing_v1", "runtime_max_abs_prob_diff": 0.105}}
+    accepted, reason = judge_bf16(figures, gated)
+    assert bf16_check_bound(gated) == 0.105 and accepted and "user-facing" in reason
+    assert not judge_bf16({**figures, "max_abs_prob_diff": 0.2}, gated)[0]  # a CPU whose bf16 moves more than measured
+    assert not judge_bf16({**figures, "argmax_agreement": 0.9}, gated)[0]
+    refused = load_model_artifact(tiny_model)  # a refusing verdict never loosens the bound
+    refused.manifest.validation = {"openvino_bf16": {"accepted": False, "gate": "user_facing_v1", "runtime_max_abs_prob_diff": 0.5}}
+    assert bf16_check_bound(refused) == 0.02
+    if NATIVE_BF16:  # the gated model runs bf16 under auto, its stored check judged with the model's bound
+        with OpenVinoBackend(gated, precision="auto", cache_dir=tmp_path) as backend:
+            assert backend.precision == "bf16"
+            assert backend.describe()["bf16_agreement"]["thresholds"]["max_abs_prob_diff"] == 0.105

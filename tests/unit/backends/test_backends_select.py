@@ -229,3 +229,16 @@ def test_explicit_decoders() -> None:
         assert resolve_decoder("dali-cpu") == "dali-cpu"
     with pytest.raises(UserInputError, match="unknown decoder 'nvjpeg'"):
         resolve_decoder("nvjpeg")
+
+
+def test_openvino_is_a_core_dependency_on_x86_64_only() -> None:
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from paths import REPO
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    (openvino,) = [Requirement(line) for line in project["dependencies"] if line.startswith("openvino")]
+    assert openvino.marker is not None
+    assert openvino.marker.evaluate({"platform_machine": "x86_64"}) and openvino.marker.evaluate({"platform_machine": "AMD64"})
+    assert not openvino.marker.evaluate({"platform_machine": "aarch64"})  # elsewhere the default install keeps ONNX Runtime

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 import tomllib
 from functools import cache
@@ -117,11 +116,14 @@ def test_every_shell_line_is_an_install_the_test_command_or_allbatch() -> None:
         assert ok, f"a README command no test runs: {line}"
 
 
-def _wilson(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return centre - half, centre + half
+def _clopper_pearson(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """The exact two-sided binomial interval (the manifest's ``interval_method``)."""
+    from scipy.stats import beta
+
+    tail = (1 - level) / 2
+    low = 0.0 if successes == 0 else float(beta.ppf(tail, successes, n - successes + 1))
+    high = 1.0 if successes == n else float(beta.ppf(1 - tail, successes + 1, n - successes))
+    return low, high
 
 
 def test_the_accuracy_figures_are_the_manifests_with_their_interval() -> None:
@@ -139,7 +141,7 @@ def test_the_accuracy_figures_are_the_manifests_with_their_interval() -> None:
         "Benign called Benign": (int(confusion[0, 0]), int(confusion[0].sum())),
     }
     for name, (k, n) in figures.items():
-        low, high = _wilson(k, n)
+        low, high = _clopper_pearson(k, n)
         line = f"- {name}: **{100 * k / n:.1f} %** ({k} of {n}; 95 % interval {100 * low:.1f}-{100 * high:.1f} %)"
         assert line in readme(), f"expected in the README: {line}"
     assert f"{int(confusion.sum())} images" in readme()

@@ -11,16 +11,14 @@ import sys
 import time
 from pathlib import Path
 
-import h5py
-import psutil
 import pytest
 from cli_support import allbatch, cpu_run_args
 from image_factory import write_bad_files, write_good_images
 from rows_support import assert_same_rows
+from workers_support import committed_rows, worker_pids
 
 from allbatch.core.errors import UserInputError
 from allbatch.input.shard import Shard
-from allbatch.results.schema import N_COMMITTED
 from allbatch.run.config import RunConfig
 from allbatch.run.local import WorkerSlot, _worker_main, cpu_slots, gpu_slots, parts_folder
 
@@ -78,28 +76,6 @@ def test_worker_errors_are_reported_per_worker(tmp_path: Path, tiny_model: Path)
     assert "Traceback" not in message and not out.exists() and not parts_folder(out).exists()
 
 
-def _worker_pids(parent: int) -> list[int]:
-    """The spawned worker processes of ``parent`` (not multiprocessing's resource tracker), oldest first."""
-    found = []
-    for child in psutil.Process(parent).children(recursive=True):
-        try:
-            cmdline, started = " ".join(child.cmdline()), child.create_time()
-        except psutil.Error:
-            continue
-        if "spawn_main" in cmdline and "resource_tracker" not in cmdline:
-            found.append((started, child.pid))
-    return [pid for _, pid in sorted(found)]
-
-
-def _committed(part: Path) -> int:
-    """Rows a running worker has committed to its part so far (0 before the file exists)."""
-    try:
-        with h5py.File(part, "r", locking=False) as f:  # the worker holds the file open for writing
-            return int(f[N_COMMITTED][0])
-    except (OSError, KeyError):  # not created yet, or being renamed over
-        return 0
-
-
 def test_killed_worker_is_reported_and_resume_finishes_its_shard(tmp_path: Path, tiny_model: Path) -> None:
     root = tmp_path / "slides"
     write_good_images(root, 300)
@@ -110,10 +86,10 @@ def test_killed_worker_is_reported_and_resume_finishes_its_shard(tmp_path: Path,
     proc = subprocess.Popen(args, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     part = parts_folder(out) / "part-1-of-2.h5"
     deadline = time.monotonic() + 120
-    while _committed(part) == 0 and time.monotonic() < deadline and proc.poll() is None:
+    while committed_rows(part) == 0 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.02)
-    victims = _worker_pids(proc.pid)  # in start order: worker 0, then worker 1
-    assert len(victims) == 2 and 0 < _committed(part) < 150, victims  # mid-run: some of its 150 rows
+    victims = worker_pids(proc.pid)  # in start order: worker 0, then worker 1
+    assert len(victims) == 2 and 0 < committed_rows(part) < 150, victims  # mid-run: some of its 150 rows
     os.kill(victims[1], signal.SIGKILL)
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 1, stderr

@@ -19,14 +19,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import h5py
 import psutil
 import pytest
 from cli_support import allbatch, cpu_run_args
 from image_factory import write_good_images
 from rows_support import assert_same_rows
+from workers_support import committed_rows, worker_pids
 
-from allbatch.results.schema import N_COMMITTED
 from allbatch.run.local import parts_folder
 
 IMAGES = 300
@@ -35,28 +34,6 @@ COMMON = ("--batch-size", "4", "--quiet")
 GONE_WITHIN_S = 20.0
 """How long a worker may take to stop after its parent died: one chunk of 4 images and its commit (a 2-core
 machine shared with other jobs); a worker that runs its whole shard instead fails the row count check."""
-
-
-def _worker_pids(parent: int) -> list[int]:
-    """The spawned worker processes of ``parent`` (not multiprocessing's resource tracker), oldest first."""
-    found = []
-    for child in psutil.Process(parent).children(recursive=True):
-        try:
-            cmdline, started = " ".join(child.cmdline()), child.create_time()
-        except psutil.Error:
-            continue
-        if "spawn_main" in cmdline and "resource_tracker" not in cmdline:
-            found.append((started, child.pid))
-    return [pid for _, pid in sorted(found)]
-
-
-def _committed(part: Path) -> int:
-    """Rows a worker has committed to its part so far (0 before the file exists)."""
-    try:
-        with h5py.File(part, "r", locking=False) as f:  # a worker may hold the file open for writing
-            return int(f[N_COMMITTED][0])
-    except (OSError, KeyError):  # not created yet, or being renamed over
-        return 0
 
 
 def _gone(pid: int) -> bool:
@@ -87,13 +64,13 @@ def _workers_run_frozen_mid_run(root: Path, out: Path, model: Path, *extra: str)
     proc = subprocess.Popen(args, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     parts = [parts_folder(out) / f"part-{k}-of-2.h5" for k in range(2)]
     deadline = time.monotonic() + 120
-    while _committed(parts[1]) == 0 and time.monotonic() < deadline and proc.poll() is None:
+    while committed_rows(parts[1]) == 0 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.02)
-    workers = _worker_pids(proc.pid)
+    workers = worker_pids(proc.pid)
     for pid in workers:
         os.kill(pid, signal.SIGSTOP)
     try:
-        assert len(workers) == 2 and all(_committed(part) < IMAGES // 2 for part in parts), (workers, proc.poll())  # mid-run
+        assert len(workers) == 2 and all(committed_rows(part) < IMAGES // 2 for part in parts), (workers, proc.poll())  # mid-run
         yield proc, workers
     finally:
         for pid in workers:
@@ -172,7 +149,7 @@ def test_workers_stop_soon_after_their_parent_is_killed_and_a_resume_finishes(
     for pipe in (parent.stdout, parent.stderr):
         assert pipe is not None
         pipe.close()
-    committed = [_committed(part) for part in parts]  # each stopped after its chunk in flight (one may not have committed yet)
+    committed = [committed_rows(part) for part in parts]  # each stopped after its chunk in flight (one may not have committed yet)
     assert all(n < IMAGES // 2 for n in committed) and sum(committed) > 0, committed
     allbatch(*cpu_run_args(root, out, tiny_model, *COMMON, "--workers", "2", "--resume"), check_code=0)
     assert_same_rows(out, single, by_index=True, float_atol=1e-6)

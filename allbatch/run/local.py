@@ -250,7 +250,6 @@ def _run_planned(plan: RunPlan, slots: list[WorkerSlot], progress: ProgressCallb
         part.unlink()
     shutil.rmtree(folder, ignore_errors=True)  # only lock files can be left in it now
     total = add_up([summaries[k] for k in sorted(summaries)], config.output, time.perf_counter() - started, device)
-    total.startup_seconds = max(s.startup_seconds for s in summaries.values())
     total.groups = plan.write_groups()
     return total
 

@@ -6,15 +6,13 @@ and one pipeline serves every preparer of a process."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
-from dali_support import HAS_DALI, cuda_reason
+from dali_support import HAS_DALI, count_fed_batches, cuda_reason, encoded
 from image_factory import encode, smear_like
 from paths import REPO, development_files, require_dataset
 
-from allbatch.core.records import EncodedImage
 from allbatch.core.status import ImageStatus
 from allbatch.model.manifest import ModelArtifact, load_model_artifact
 from allbatch.prepare.preprocessing import Preprocessing
@@ -100,10 +98,6 @@ def test_qc_columns_from_the_device_are_exact() -> None:
         np.testing.assert_array_equal(got[key], value)
 
 
-def _encoded(datas: list[bytes]) -> list[EncodedImage]:
-    return [EncodedImage(i, f"img{i:03d}", data, "") for i, data in enumerate(datas)]
-
-
 @needs_dali
 def test_a_file_nvjpeg_rejects_costs_one_extra_run_and_no_rebuild() -> None:
     from allbatch.prepare.dali import pipeline_cache
@@ -117,15 +111,8 @@ def test_a_file_nvjpeg_rejects_costs_one_extra_run_and_no_rebuild() -> None:
     preparer = DaliPreparer(Preprocessing(), SEG, device="gpu", max_batch=32)
     preparer.ready()
     builds = pipeline_cache.stats().builds
-    fed: list[int] = []
-    submit = preparer.runner.submit
-
-    def counting(batch: list[bytes], heights: list[int] | None = None) -> Any:
-        fed.append(len(batch))
-        return submit(batch, heights)
-
-    preparer.runner.submit = counting
-    batch = preparer.prepare(_encoded(datas))
+    fed = count_fed_batches(preparer)
+    batch = preparer.prepare(encoded(datas))
     preparer.close()
     failed = [i for i, image in enumerate(batch.images) if image.status != ImageStatus.OK]
     if failed:  # nvJPEG refused it (libjpeg-turbo's check may have refused it first: then nothing reaches DALI)
@@ -162,7 +149,7 @@ def test_one_gpu_pipeline_serves_consecutive_preparers() -> None:
     for _ in range(3):
         preparer = DaliPreparer(Preprocessing(), SEG, device="gpu", max_batch=8)
         preparer.ready()
-        assert preparer.prepare(_encoded(datas)).inputs.shape[0] == 8
+        assert preparer.prepare(encoded(datas)).inputs.shape[0] == 8
         preparer.close()
     after = pipeline_cache.stats()
     assert after.builds - before.builds <= 1 and (after.builds - before.builds) + (after.reuses - before.reuses) == 3

@@ -81,3 +81,17 @@ def dali_cpu_preparer(prep: Preprocessing, max_batch: int = 16, **kwargs: Any) -
     from allbatch.prepare.dali.preparer import DaliPreparer
 
     return DaliPreparer(prep, SEG, device="cpu", max_batch=max_batch, num_threads=2, **kwargs)
+
+
+def count_fed_batches(preparer: Any) -> list[int]:
+    """Wrap ``preparer.runner.submit`` so that every batch the DALI runner is fed appends its size to the returned
+    list (how many DALI runs a prepare took, and of what size)."""
+    fed: list[int] = []
+    submit = preparer.runner.submit
+
+    def counting_submit(batch: list[bytes], heights: list[int] | None = None) -> Any:
+        fed.append(len(batch))
+        return submit(batch, heights)
+
+    preparer.runner.submit = counting_submit
+    return fed

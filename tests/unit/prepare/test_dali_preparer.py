@@ -4,11 +4,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
-from dali_support import SEG, dali_cpu_preparer, encoded, needs_dali, recipe_reference
+from dali_support import SEG, count_fed_batches, dali_cpu_preparer, encoded, needs_dali, recipe_reference
 from image_factory import encode, smear_like, write_bad_files
 
 from allbatch.core.records import EncodedImage
@@ -40,14 +39,7 @@ def test_last_partial_batch_is_exact() -> None:
     prep = Preprocessing()
     datas = [encode(smear_like(seed), "PNG") for seed in range(10)]
     preparer = dali_cpu_preparer(prep, max_batch=4)
-    sizes: list[int] = []
-    submit = preparer.runner.submit
-
-    def counting_submit(batch: list[bytes], heights: list[int] | None = None) -> Any:
-        sizes.append(len(batch))
-        return submit(batch, heights)
-
-    preparer.runner.submit = counting_submit
+    sizes = count_fed_batches(preparer)
     batch = preparer.prepare(encoded(datas))
     assert sizes == [4, 4, 2]
     assert batch.inputs.shape == (10, 2, 3, 224, 224) and batch.mask_fraction.shape == (10,)

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-from dali_support import dali_cpu_preparer, encoded, needs_dali
+from dali_support import count_fed_batches, dali_cpu_preparer, encoded, needs_dali
 from image_factory import encode, smear_like
 
 from allbatch.core.status import ImageStatus
@@ -116,14 +115,7 @@ def test_a_file_dali_rejects_costs_one_extra_run_and_no_rebuild() -> None:
     preparer = dali_cpu_preparer(prep, max_batch=16)
     preparer.prepare(encoded(datas[:4]))  # the pipeline exists (built or borrowed)
     builds = pipeline_cache.stats().builds
-    fed: list[int] = []
-    submit = preparer.runner.submit
-
-    def counting_submit(batch: list[bytes], heights: list[int] | None = None) -> Any:
-        fed.append(len(batch))
-        return submit(batch, heights)
-
-    preparer.runner.submit = counting_submit
+    fed = count_fed_batches(preparer)
     following = preparer.start(encoded(datas[:5], 100))  # a batch under way behind the failing one
     batch = preparer.prepare(encoded(datas))
     after = preparer.finish(following)
